@@ -1,0 +1,130 @@
+"""`beatgans-train`: train any task (diffusion model, noisy classifier, Diffusion-GAN) from a Hydra config.
+
+    beatgans-train experiment=digits/ddpm
+    beatgans-train -m experiment=digits/ddpm net.model_channels=32,64 trainer.max_steps=200
+    beatgans-train experiment=digits/ddpm hydra.run.dir=<run dir> ckpt_path=last      # resume
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from beatgans.cli.common import (
+    CONFIG_DIR,
+    configure_wandb_mode,
+    finish_wandb,
+    instantiate_list,
+    print_config_tree,
+    save_resolved_config,
+)
+from beatgans.utils.io import update_json
+from beatgans.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message says what to change."""
+
+
+def check_task(cfg: DictConfig, datamodule, module) -> None:
+    """Cross-checks between data, net, diffusion and task, before any work starts."""
+    net = getattr(module, "net", None)
+    diffusion = getattr(module, "diffusion", None)
+    if net is not None and diffusion is not None and hasattr(net, "out_channels"):
+        want = net.in_channels * (2 if getattr(diffusion, "learned_sigma", False) else 1)
+        if net.out_channels != want:
+            raise ConfigError(
+                f"diffusion.var_type={diffusion.var_type} needs a net with {want} output channels but it has "
+                f"{net.out_channels}; set net.learn_sigma={str(want != net.in_channels).lower()}.")
+    if net is not None and hasattr(net, "image_size") and getattr(datamodule, "image_size", None):
+        if net.image_size != datamodule.image_size:
+            raise ConfigError(f"net.image_size={net.image_size} but the data is {datamodule.image_size}px.")
+    k_data = getattr(datamodule, "num_classes", None)
+    k_task = getattr(module, "num_classes", None)
+    if k_task is not None and k_data is None:
+        raise ConfigError(f"the task is class-conditional ({k_task} classes) but data {cfg.data._target_} has no "
+                          "labels; set data.num_classes or task.num_classes=null.")
+    if net is not None and hasattr(net, "num_classes") and k_task is not None and net.num_classes != k_task:
+        raise ConfigError(f"net.num_classes={net.num_classes} but task.num_classes={k_task}.")
+    if getattr(module, "p_uncond", 0) > 0 and not getattr(net, "null_class", False):
+        raise ConfigError("task.p_uncond > 0 trains classifier-free guidance: set net.null_class=true.")
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """`last` -> <run dir>/checkpoints/last.ckpt; a run directory -> its last.ckpt; a file -> itself."""
+    if not ckpt_path:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path} (to resume a run pass "
+                                "hydra.run.dir=<run dir> ckpt_path=last, or ckpt_path=<file.ckpt>).")
+    return str(path)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Build everything from `cfg`, fit, and write `<run>/metrics.json`. Returns the final metrics."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from beatgans.lit.callbacks import AtomicCheckpointIO
+
+    run_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("print_config", True):
+        print_config_tree(cfg)
+    save_resolved_config(cfg, run_dir)
+    if cfg.get("logger") and any("Wandb" in str(v.get("_target_", "")) for v in cfg.logger.values()):
+        configure_wandb_mode(run_dir)
+
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.task)
+    check_task(cfg, datamodule, module)
+    callbacks = instantiate_list(cfg.get("callbacks"))
+    loggers = instantiate_list(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                          plugins=[AtomicCheckpointIO()])
+    from omegaconf import OmegaConf
+
+    for lg in loggers:
+        lg.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir)})
+
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    start = time.time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if hasattr(module, "final_metrics"):
+        metrics.update(module.final_metrics())
+    metrics.update({"global_step": trainer.global_step, "train_seconds": round(time.time() - start, 2)})
+    if trainer.global_rank == 0:
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        grids = sorted((run_dir / "samples").glob("final_grid*.png"))
+        update_json(run_dir / "metrics.json", metrics)
+        log.info("Run directory: %s", run_dir)
+        log.info("Checkpoint:    %s", ckpt if ckpt.exists() else "(none written)")
+        if grids:
+            log.info("Sample grid:   %s", grids[-1])
+        for lg in loggers:
+            if type(lg).__name__ == "WandbLogger":
+                log.info("wandb run:     %s", lg.experiment.dir if hasattr(lg.experiment, "dir") else lg.save_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    finally:
+        finish_wandb()
+    target = cfg.get("optimized_metric")
+    return metrics.get(target) if target else None
+
+
+if __name__ == "__main__":
+    main()

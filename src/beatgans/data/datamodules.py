@@ -1,0 +1,200 @@
+"""LightningDataModules for every data source. Batches are `(x, y)`: images (B, C, H, W) float32 in
+[-1, 1] (or points (B, 2) for toy2d) and labels (B,) int64 (-1 when the data has none)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+
+from beatgans.data.digits import NUM_CLASSES as DIGIT_CLASSES
+from beatgans.data.digits import load_digits
+from beatgans.data.image_folder import DataError, ImageFolderDataset
+from beatgans.data.toy2d import make_toy2d
+
+
+class FlipDataset(Dataset):
+    """Random horizontal flip (p = 0.5) on top of an (x, y) dataset of images."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return (x.flip(-1), y) if torch.rand(()) < 0.5 else (x, y)
+
+
+class BaseDataModule(L.LightningDataModule):
+    """Shared loaders: a seeded, epoch-reshuffled, rank-sharded training sampler (so resuming replays the
+    same order) and a fixed validation split taken out of the training data."""
+
+    image_size: int | None = None
+    channels: int = 3
+    num_classes: int | None = None
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, val_fraction: float = 0.05, seed: int = 0,
+                 random_flip: bool = False, drop_last: bool = True, pin_memory: bool = False):
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.random_flip = random_flip
+        self.drop_last = drop_last
+        self.pin_memory = pin_memory
+        self._train: Dataset | None = None
+        self._val: Dataset | None = None
+
+    def build(self) -> Dataset:
+        """Return the whole (x, y) dataset; subclasses implement."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._train is not None:
+            return
+        full = self.build()
+        n_val = int(round(len(full) * self.val_fraction))
+        perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        train = Subset(full, perm[n_val:]) if n_val else full
+        self._val = Subset(full, perm[:n_val]) if n_val else None
+        self._train = FlipDataset(train) if self.random_flip else train
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        world, rank = self._world()
+        if self.batch_size > len(self._train) // world and self.drop_last:
+            raise DataError(f"batch_size {self.batch_size} is larger than the {len(self._train) // world} "
+                            "training examples per process; lower data.batch_size.")
+        sampler = DistributedSampler(self._train, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
+                                     drop_last=True)
+        return DataLoader(self._train, batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup()
+        if self._val is None:
+            return []
+        return DataLoader(self._val, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+
+def check_meta(name: str, channels: int, expected_channels: int, num_classes: int | None,
+               available_classes: int | None) -> None:
+    """The config's `channels` / `num_classes` (used to size the network) must match the data."""
+    if channels != expected_channels:
+        raise DataError(f"{name} has {expected_channels} channel(s) but data.channels={channels}.")
+    if num_classes is not None and num_classes != available_classes:
+        raise DataError(f"{name} has {available_classes or 'no'} classes but data.num_classes={num_classes} "
+                        "(use null for an unconditional model).")
+
+
+class DigitsDataModule(BaseDataModule):
+    """scikit-learn's bundled digits (1,797 images, 10 classes), resized to `image_size`, one channel.
+    `num_classes=None` trains unconditionally (labels are still in the batches)."""
+
+    def __init__(self, image_size: int = 16, channels: int = 1, num_classes: int | None = DIGIT_CLASSES, **kwargs):
+        super().__init__(**kwargs)
+        check_meta("digits", channels, 1, num_classes, DIGIT_CLASSES)
+        self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
+
+    def build(self) -> Dataset:
+        x, y = load_digits(self.image_size)
+        return TensorDataset(x, y)
+
+
+class Toy2DDataModule(BaseDataModule):
+    """A fixed sample of a 2-D toy distribution; batches are (points (B, 2), labels -1)."""
+
+    channels = 2
+
+    def __init__(self, name: str = "gaussian_grid", num_points: int = 20000, num_classes: None = None, **kwargs):
+        kwargs.setdefault("val_fraction", 0.0)
+        super().__init__(**kwargs)
+        if num_classes is not None:
+            raise DataError("toy2d data has no class labels; set data.num_classes=null.")
+        self.name = name
+        self.num_points = num_points
+
+    def build(self) -> Dataset:
+        pts = make_toy2d(self.name, self.num_points, seed=self.seed)
+        return TensorDataset(pts, torch.full((len(pts),), -1, dtype=torch.int64))
+
+
+class TorchvisionDataModule(BaseDataModule):
+    """CIFAR-10 / MNIST through torchvision, downloaded when a network is available."""
+
+    _SPECS = {
+        "cifar10": ("CIFAR10", 32, 3, 10, "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
+        "mnist": ("MNIST", 28, 1, 10, "the four MNIST *-ubyte.gz files into <root>/MNIST/raw"),
+    }
+
+    def __init__(self, name: str = "cifar10", root: str = "data", download: bool = True,
+                 image_size: int | None = None, channels: int | None = None, num_classes: int | None = 10,
+                 train: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        if name not in self._SPECS:
+            raise ValueError(f"torchvision data: unknown dataset {name!r}; choose one of {sorted(self._SPECS)}.")
+        self.name, self.root, self.download, self.split_train = name, root, download, train
+        _, native, native_channels, classes, _ = self._SPECS[name]
+        check_meta(name, channels or native_channels, native_channels, num_classes, classes)
+        self.channels = native_channels
+        self.image_size = image_size or native
+        self.num_classes = num_classes
+
+    def build(self) -> Dataset:
+        import torchvision
+        from torchvision import transforms as T
+
+        cls_name, native, _, _, source = self._SPECS[self.name]
+        tfm = [T.ToTensor(), T.Normalize([0.5] * self.channels, [0.5] * self.channels)]
+        if self.image_size != native:
+            tfm.insert(0, T.Resize(self.image_size))
+        try:
+            return getattr(torchvision.datasets, cls_name)(self.root, train=self.split_train,
+                                                           download=self.download, transform=T.Compose(tfm))
+        except Exception as err:  # offline download failure or missing files: one sentence on what to supply
+            raise DataError(f"{cls_name} is not available under {Path(self.root).resolve()} and could not be "
+                            f"downloaded ({type(err).__name__}); supply it by placing {source} there "
+                            "(or set data.root to where it already is).") from None
+
+
+class ImageFolderDataModule(BaseDataModule):
+    """An image tree (see `ImageFolderDataset`); `labels` = "folder", "prefix" or null (unconditional)."""
+
+    def __init__(self, root: str, image_size: int = 64, channels: int = 3, labels: str | None = "folder",
+                 num_classes: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.root, self.labels = root, labels
+        self.image_size, self.channels = image_size, channels
+        # Validate eagerly so configuration errors surface before any training starts.
+        self._dataset = ImageFolderDataset(root, image_size, channels, labels if num_classes else None,
+                                           random_flip=False)
+        if num_classes is not None and self._dataset.num_classes != num_classes:
+            raise DataError(f"Image folder {root} has {self._dataset.num_classes} classes but "
+                            f"data.num_classes={num_classes}.")
+        self.num_classes = num_classes
+
+    def build(self) -> Dataset:
+        return self._dataset
+
+
+def require_labels(datamodule: BaseDataModule, what: str) -> None:
+    """Raise a clear error when `what` (e.g. "a class-conditional model") needs labels the data lacks."""
+    if datamodule.num_classes is None:
+        raise DataError(f"{what} needs class labels, but data {type(datamodule).__name__} is unconditional "
+                        "(set data.class_cond=true or use a labelled dataset).")
+
+
+__all__ = ["BaseDataModule", "DigitsDataModule", "Toy2DDataModule", "TorchvisionDataModule",
+           "ImageFolderDataModule", "DataError", "require_labels"]

@@ -1,0 +1,248 @@
+"""`DiffusionModule`: a network + `GaussianDiffusion` trained with Lightning (DDPM / IDDPM / ADM recipe)."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Callable, Iterator, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from beatgans.diffusion import (
+    GaussianDiffusion,
+    LossSecondMomentResampler,
+    PerSampleNoise,
+    UniformSampler,
+    ddim_sample,
+    ddpm_sample,
+)
+from beatgans.lit.ema import EMA
+from beatgans.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when the training loss becomes NaN or inf; the run stops before any checkpoint is written."""
+
+
+def rng_state() -> dict:
+    """Python, numpy and torch (CPU and CUDA) RNG states, for exact resumption."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu() if hasattr(state["torch"], "cpu") else state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def build_optimizer(factory: Callable, params, **overrides) -> torch.optim.Optimizer:
+    """Instantiate an optimizer partial, asking for the fused kernel when every parameter is on CUDA."""
+    params = list(params)
+    func = getattr(factory, "func", factory)
+    kwargs = dict(overrides)
+    if func in (torch.optim.AdamW, torch.optim.Adam) and "fused" not in getattr(factory, "keywords", {}):
+        if params and all(p.is_cuda for p in params):
+            kwargs["fused"] = True
+    return factory(params, **kwargs)
+
+
+def warmup_lambda(warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up from 0 to the base learning rate over `warmup_steps` optimizer steps."""
+    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+class DiffusionModule(L.LightningModule):
+    """Trains `net` with `diffusion.training_losses`.
+
+    Args:
+        net: the denoiser, `net(x, t, y=None)`; images (B, C, H, W) in [-1, 1].
+        diffusion: the training process (T steps; learned or fixed variances; mse / hybrid / kl loss).
+        optimizer: a partial taking the parameters (AdamW in the configs); fused on CUDA automatically.
+        ema_rates: one EMA copy per rate; index 0 is used for validation and sampling.
+        timestep_sampler: "uniform" or "loss-second-moment" (IDDPM importance sampling).
+        num_classes: labels are passed to the net when set (class-conditional training).
+        p_uncond: probability of replacing a label with the null label `num_classes` (classifier-free guidance;
+            the net needs `null_class=True`).
+        warmup_steps: linear lr warm-up; sample_* options drive `sample_images` defaults.
+        val_bpd_batches: how many validation batches get the full-chain bits/dim (0 = off; it costs T passes).
+    """
+
+    def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, optimizer: Callable,
+                 ema_rates: Sequence[float] = (0.9999,), timestep_sampler: str = "uniform",
+                 num_classes: int | None = None, p_uncond: float = 0.0, warmup_steps: int = 0,
+                 sample_sampler: str = "ddim", sample_steps: int = 50, val_bpd_batches: int = 0,
+                 channels_last: bool = False):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "diffusion", "optimizer"])
+        self.net = net
+        self.diffusion = diffusion
+        self.optimizer_factory = optimizer
+        self.ema = EMA(net, ema_rates)
+        self.num_classes = num_classes
+        self.p_uncond = float(p_uncond)
+        if p_uncond > 0 and num_classes is None:
+            raise ValueError("p_uncond > 0 (classifier-free guidance) needs a class-conditional model: set num_classes.")
+        T = diffusion.num_timesteps
+        if timestep_sampler == "uniform":
+            self.t_sampler = UniformSampler(T)
+        elif timestep_sampler in ("loss-second-moment", "loss_second_moment"):
+            self.t_sampler = LossSecondMomentResampler(T)
+        else:
+            raise ValueError(f"timestep_sampler must be 'uniform' or 'loss-second-moment', got {timestep_sampler!r}.")
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ training
+    def _labels(self, y: torch.Tensor, drop: bool) -> dict:
+        if self.num_classes is None:
+            return {}
+        if drop and self.p_uncond > 0:
+            mask = torch.rand(y.shape, device=y.device) < self.p_uncond
+            y = torch.where(mask, torch.full_like(y, self.num_classes), y)
+        return {"y": y}
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        t, weights = self.t_sampler.sample(x.shape[0], x.device)
+        losses = self.diffusion.training_losses(self.net, x, t, model_kwargs=self._labels(y, drop=True))
+        if isinstance(self.t_sampler, LossSecondMomentResampler):
+            all_t = self.all_gather(t).reshape(-1)
+            all_l = self.all_gather(losses["loss"].detach()).reshape(-1)
+            self.t_sampler.update(all_t, all_l)
+        loss = (losses["loss"] * weights).mean()
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss became {loss.item()} at step {self.global_step}; stopping without writing a "
+                "checkpoint (last.ckpt still holds the last good state). Lower the learning rate, enable "
+                "trainer.gradient_clip_val, or switch precision.")
+        self.log("train/loss", loss, prog_bar=True)
+        for key in ("mse", "vb"):
+            if key in losses:
+                self.log(f"train/{key}", losses[key].mean())
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update(self.net)  # once per real optimizer step (gradient accumulation respected)
+
+    def configure_optimizers(self):
+        opt = build_optimizer(self.optimizer_factory, self.net.parameters())
+        if self.hparams.warmup_steps > 0:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(self.hparams.warmup_steps))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return opt
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        # Fixed t and noise per batch so validation losses are comparable across steps.
+        gen = torch.Generator(device="cpu").manual_seed(1000 + batch_idx)
+        t = torch.randint(0, self.diffusion.num_timesteps, (x.shape[0],), generator=gen).to(x.device)
+        noise = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
+        ema_net = self.ema.shadow(0)
+        kwargs = self._labels(y, drop=False)
+        losses = self.diffusion.training_losses(ema_net, x, t, model_kwargs=kwargs, noise=noise)
+        self.log("val/loss", losses["loss"].mean(), prog_bar=True, sync_dist=True)
+        if batch_idx < self.hparams.val_bpd_batches:
+            bpd = self.diffusion.calc_bpd_loop(ema_net, x, model_kwargs=kwargs)
+            self.log("val/bpd", bpd["total_bpd"].mean(), prog_bar=True, sync_dist=True)
+
+    # ------------------------------------------------------------------ sampling
+    @contextlib.contextmanager
+    def ema_scope(self, index: int = 0) -> Iterator[nn.Module]:
+        """Temporarily load EMA weights into `self.net` (restored on exit); yields the net in eval mode."""
+        backup = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        was_training = self.net.training
+        self.ema.copy_to(self.net, index)
+        self.net.eval()
+        try:
+            yield self.net
+        finally:
+            self.net.load_state_dict(backup)
+            self.net.train(was_training)
+
+    @torch.no_grad()
+    def sample_images(self, num_samples: int, seed: int = 0, sampler: str | None = None, steps: int | None = None,
+                      labels: torch.Tensor | None = None, eta: float = 0.0, ema_index: int = 0) -> torch.Tensor:
+        """Generate `num_samples` images with EMA weights; sample i uses seed `seed + i`.
+
+        Returns (num_samples, C, H, W) float in [-1, 1]. Labels default to `i % num_classes` when conditional.
+        """
+        net = self.ema.shadow(ema_index)
+        shape = (self.net.in_channels, self.net.image_size, self.net.image_size)
+        return sample_with(net, self.diffusion, num_samples, shape, seed=seed,
+                           sampler=sampler or self.hparams.sample_sampler, steps=steps or self.hparams.sample_steps,
+                           labels=labels, num_classes=self.num_classes, eta=eta, device=self.device)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_state"] = rng_state()
+        if isinstance(self.t_sampler, LossSecondMomentResampler):
+            checkpoint["t_sampler"] = self.t_sampler.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_state" in checkpoint:
+            set_rng_state(checkpoint["rng_state"])
+        if "t_sampler" in checkpoint and isinstance(self.t_sampler, LossSecondMomentResampler):
+            self.t_sampler.load_state_dict(checkpoint["t_sampler"])
+
+
+def sample_with(net: nn.Module, diffusion: GaussianDiffusion, num_samples: int, shape: Sequence[int], *, seed: int,
+                sampler: str = "ddim", steps: int | None = None, labels: torch.Tensor | None = None,
+                num_classes: int | None = None, eta: float = 0.0, device: torch.device | str = "cpu",
+                batch_size: int | None = None, model_wrapper: Callable | None = None,
+                cond_fn: Callable | None = None) -> torch.Tensor:
+    """Sample `num_samples` images from `net` (per-sample seeds `seed + i`, independent of `batch_size`).
+
+    `steps` respaces the process ("ddim" uses "ddim<steps>" when it divides T evenly, else equal sections).
+    Returns (N, C, H, W) float in [-1, 1] on `device`.
+    """
+    process = respaced(diffusion, sampler, steps)
+    if labels is None and num_classes is not None:
+        labels = torch.arange(num_samples) % num_classes
+    model = model_wrapper(net) if model_wrapper is not None else net
+    batch_size = batch_size or num_samples
+    outs = []
+    for start in range(0, num_samples, batch_size):
+        idx = range(start, min(num_samples, start + batch_size))
+        noise = PerSampleNoise([seed + i for i in idx], tuple(shape), device)
+        kwargs = {"y": labels[start : start + len(idx)].to(device)} if labels is not None else {}
+        if sampler == "ddim":
+            x = ddim_sample(process, model, (len(idx), *shape), eta=eta, noise=noise, model_kwargs=kwargs,
+                            cond_fn=cond_fn)
+        elif sampler == "ddpm":
+            x = ddpm_sample(process, model, (len(idx), *shape), noise=noise, model_kwargs=kwargs, cond_fn=cond_fn)
+        else:
+            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}.")
+        outs.append(x)
+    return torch.cat(outs)
+
+
+def respaced(diffusion: GaussianDiffusion, sampler: str, steps: int | str | None) -> GaussianDiffusion:
+    """The process to sample with: `diffusion` itself when `steps` is None or equals its length."""
+    if steps is None or (isinstance(steps, int) and steps >= diffusion.num_timesteps):
+        return diffusion
+    if isinstance(steps, str):
+        return diffusion.respace(steps)
+    T = diffusion.num_timesteps
+    if sampler == "ddim" and any(len(range(0, T, s)) == steps for s in range(1, T)):
+        return diffusion.respace(f"ddim{steps}")
+    return diffusion.respace(str(steps))
+
+
+__all__ = ["DiffusionModule", "NonFiniteLossError", "sample_with", "respaced", "build_optimizer"]

@@ -1,0 +1,1 @@
+"""Small shared utilities: logging, atomic file writes, image I/O."""

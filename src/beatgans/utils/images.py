@@ -1,0 +1,49 @@
+"""Conversions at the I/O edge: [-1, 1] float tensors <-> uint8, and PNG grids."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from beatgans.utils.io import atomic_write
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Quantise exactly as ADM: `((x + 1) * 127.5).clamp(0, 255)` then truncate.
+
+    Args:
+        x: (B, C, H, W) float in [-1, 1].
+    Returns:
+        (B, H, W, C) uint8 (NHWC, the ADM `.npz` layout).
+    """
+    return ((x.float() + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def make_grid_uint8(images_nhwc: np.ndarray, nrow: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tile (N, H, W, C) uint8 images into one (rows*H', nrow*W', C) array with `pad` pixels of padding."""
+    n, h, w, c = images_nhwc.shape
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    rows = int(math.ceil(n / nrow))
+    grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        y0, x0 = pad + r * (h + pad), pad + col * (w + pad)
+        grid[y0 : y0 + h, x0 : x0 + w] = images_nhwc[i]
+    return grid
+
+
+def save_grid_png(path: str | os.PathLike, images_nhwc: np.ndarray, nrow: int | None = None, scale: int = 1) -> Path:
+    """Save a grid of uint8 NHWC images as a PNG (nearest-neighbour upscaled by `scale`), atomically."""
+    from PIL import Image
+
+    grid = make_grid_uint8(images_nhwc, nrow=nrow)
+    if grid.shape[-1] == 1:
+        grid = grid[..., 0]
+    img = Image.fromarray(grid)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))

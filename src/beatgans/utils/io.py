@@ -1,0 +1,72 @@
+"""Atomic writes for everything the run-directory contract promises (metrics.json, npz, ckpt)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call `write(tmp_path)` then rename the temporary file onto `path` (same directory, so atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    """Write `data` as indented JSON atomically (tensors / numpy scalars become numbers)."""
+
+    def _write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(_jsonable(data), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    return atomic_write(path, _write)
+
+
+def update_json(path: str | os.PathLike, data: dict) -> dict:
+    """Merge `data` into the JSON object at `path` (created when missing) atomically; return the result."""
+    path = Path(path)
+    current = json.loads(path.read_text()) if path.exists() else {}
+    current.update(_jsonable(data))
+    write_json(path, current)
+    return current
+
+
+def save_samples_npz(path: str | os.PathLike, images_uint8_nhwc: np.ndarray, labels: np.ndarray | None) -> Path:
+    """ADM sample format: `arr_0` uint8 (N, H, W, C) and, when given, `arr_1` int64 labels (N,)."""
+
+    def _write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            if labels is None:
+                np.savez(f, images_uint8_nhwc)
+            else:
+                np.savez(f, images_uint8_nhwc, labels)
+
+    return atomic_write(path, _write)
