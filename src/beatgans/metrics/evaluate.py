@@ -1,0 +1,167 @@
+"""Evaluate generated images against reference statistics: the function the CLI, the sample script
+and the training callback share.
+
+Under DDP each process passes only its own shard (contiguous, no padding: `shard_bounds`); the
+torchmetrics states are synced inside `compute()`, so every process returns the same numbers,
+equal to a single process evaluating all images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+
+from beatgans.metrics.extractors import FeatureExtractor, build_extractor
+from beatgans.metrics.feature_metrics import (FrechetDistance, InceptionScore, KernelDistance,
+                                              PrecisionRecall)
+from beatgans.metrics.reference import ReferenceStats, iter_batches_nchw
+from beatgans.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+METRIC_NAMES = ("fid", "sfid", "is", "pr", "kid")
+_ALIASES = {"precision": "pr", "recall": "pr", "precision_recall": "pr", "inception_score": "is"}
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous shard [start, end) of n items for `rank`; sizes differ by at most one, no padding."""
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def normalise_metric_names(names: Sequence[str]) -> list[str]:
+    """Map user names (fid, sfid, is, precision, recall, pr, kid) to unique canonical names, in order."""
+    out: list[str] = []
+    for name in names:
+        canon = _ALIASES.get(str(name).lower(), str(name).lower())
+        if canon not in METRIC_NAMES:
+            raise ValueError(f"Unknown metric {name!r}; choose from fid, sfid, is, precision, recall, kid.")
+        if canon not in out:
+            out.append(canon)
+    return out
+
+
+def build_metrics(names: Sequence[str], extractor: FeatureExtractor, reference: ReferenceStats,
+                  is_split_size: int = 5000, pr_k: int = 3, pr_block_size: int = 10000,
+                  kid_subsets: int = 100, kid_subset_size: int = 1000) -> list[Metric]:
+    """torchmetrics objects for `names`, their reference side set. sFID is skipped (with a warning)
+    when the extractor or the reference has no spatial features."""
+    metrics: list[Metric] = []
+    for name in normalise_metric_names(names):
+        if name == "fid":
+            m = FrechetDistance(extractor.dims["pool"], "pool", "fid")
+            m.set_reference(reference.mu, reference.sigma)
+        elif name == "sfid":
+            if "spatial" not in extractor.dims or reference.mu_s is None:
+                log.warning("sFID skipped: the %s extractor or the reference has no spatial features.", extractor.name)
+                continue
+            m = FrechetDistance(extractor.dims["spatial"], "spatial", "sfid")
+            m.set_reference(reference.mu_s, reference.sigma_s)
+        elif name == "is":
+            m = InceptionScore(is_split_size)
+        elif name == "pr":
+            m = PrecisionRecall(pr_k, pr_block_size)
+            m.set_reference(reference.ensure_features(extractor))
+        else:
+            m = KernelDistance(kid_subsets, kid_subset_size)
+            m.set_reference(reference.ensure_features(extractor))
+        metrics.append(m)
+    return metrics
+
+
+def evaluate_samples(images_uint8_nhwc: np.ndarray | torch.Tensor, reference: ReferenceStats | str | os.PathLike,
+                     metrics: Sequence[str] = ("fid",), extractor: FeatureExtractor | str = "inception",
+                     batch_size: int = 100, progress: bool = False, inception_weights: str | None = None,
+                     **metric_kwargs) -> dict[str, float]:
+    """Compute `metrics` for generated images (this process's shard under DDP).
+
+    Args:
+        images_uint8_nhwc: (N, H, W, C) uint8, ADM-quantised.
+        reference: `ReferenceStats` or the path of a reference `.npz` (ours or ADM's).
+        metrics: names among fid, sfid, is, precision/recall (pr), kid.
+        extractor: a built `FeatureExtractor`, or its name (built on CPU for these images).
+        metric_kwargs: forwarded to `build_metrics` (is_split_size, pr_k, kid_subset_size, ...).
+    Returns:
+        {"fid": ..., "is": ..., "is_std": ..., "precision": ..., "recall": ..., ...} as floats, plus
+        "num_samples" (the total over all processes).
+    """
+    images = images_uint8_nhwc
+    if images.ndim != 4 or images.dtype not in (np.uint8, torch.uint8):
+        raise ValueError(f"evaluate_samples: expected uint8 (N, H, W, C) images, got {images.dtype} {tuple(images.shape)}.")
+    if isinstance(extractor, str):
+        extractor = build_extractor(extractor, image_size=int(images.shape[1]), channels=int(images.shape[3]),
+                                    inception_weights=inception_weights)
+    if not isinstance(reference, ReferenceStats):
+        reference = ReferenceStats.load(reference, {"extractor": extractor.name})
+    device = next(extractor.parameters()).device
+    # Metrics live with the extractor: NCCL can only sync tensors on the GPU.
+    objs = [m.to(device) for m in build_metrics(metrics, extractor, reference, **metric_kwargs)]
+    count = torch.tensor(float(len(images)), dtype=torch.float64, device=device)
+    if objs:
+        from tqdm.auto import tqdm
+
+        total = (len(images) + batch_size - 1) // batch_size
+        for batch in tqdm(iter_batches_nchw(images, batch_size), total=total, disable=not progress, desc="evaluating"):
+            feats = extractor(batch.to(device))
+            for m in objs:
+                m.update(feats[m.feature_key])
+    results: dict[str, float] = {}
+    for m in objs:
+        results.update({k: float(v) for k, v in m.compute().items()})
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(count)
+    results["num_samples"] = int(count)
+    return results
+
+
+def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, Path]:
+    """Generated images from an ADM `.npz`, an image folder or a run directory (its newest samples `.npz`).
+
+    Returns (images uint8 (N, H, W, C), labels int64 (N,) or None, the directory for metrics.json).
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".npz":
+        with np.load(path) as data:
+            if "arr_0" not in data.files:
+                raise ValueError(f"Samples file {path} has no arr_0 array (ADM format: arr_0 images, arr_1 labels).")
+            images = data["arr_0"]
+            labels = data["arr_1"] if "arr_1" in data.files else None
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(f"Samples file {path}: arr_0 must be uint8 (N, H, W, C), got {images.dtype} {images.shape}.")
+        return images, labels, path.parent
+    if path.is_dir():
+        npz = sorted(list(path.glob("samples/**/*.npz")) + list(path.glob("*.npz")), key=lambda p: p.stat().st_mtime)
+        npz = [p for p in npz if not p.name.startswith("reference")]
+        if npz:
+            if len(npz) > 1:
+                log.info("Run directory %s has %d sample files; evaluating the newest, %s.", path, len(npz), npz[-1])
+            images, labels, _ = load_samples(npz[-1])
+            return images, labels, path
+        return _load_image_folder(path), None, path
+    raise FileNotFoundError(f"Samples {path} is neither an .npz file nor a directory.")
+
+
+def _load_image_folder(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    from beatgans.data.image_folder import DataError, list_images
+
+    files = list_images(path)
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                arrays.append(np.asarray(img.convert("L" if img.mode in ("L", "1", "P") else "RGB")))
+        except OSError as err:
+            raise DataError(f"Image {f} could not be read ({err}).") from err
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise DataError(f"Image folder {path} holds images of different sizes {sorted(shapes)[:3]}; resize them first.")
+    images = np.stack(arrays)
+    return images[..., None] if images.ndim == 3 else images
