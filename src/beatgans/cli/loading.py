@@ -1,0 +1,132 @@
+"""Rebuild trained objects from run directories and checkpoints (shared by sample / eval / guidance)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from beatgans.lit.ema import ema_state_dict_from_checkpoint
+
+
+class RunError(ValueError):
+    """A run directory or checkpoint that cannot be used; the message names the path and the problem."""
+
+
+@dataclass
+class LoadedModel:
+    net: nn.Module
+    diffusion: object
+    config: DictConfig | None
+    ckpt_path: Path
+    num_classes: int | None
+
+
+def load_run_config(run_dir: str | Path) -> DictConfig:
+    """The resolved config a training run saved in `<run>/.hydra/config.yaml`."""
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a beatgans run directory (no {path}).")
+    return OmegaConf.load(path)
+
+
+def find_checkpoint(run_dir: str | Path) -> Path:
+    path = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise RunError(f"Run {run_dir} has no checkpoint at {path}.")
+    return path
+
+
+def read_state_dict(ckpt_path: str | Path, use_ema: bool = True, ema_index: int = 0, prefix: str = "net.") -> dict:
+    """Network weights from a Lightning checkpoint (EMA shadow `ema_index` when asked and present) or a raw
+    state dict file. Keys come back without the module prefix."""
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise RunError(f"Checkpoint {ckpt_path} does not exist.")
+    blob = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if isinstance(blob, dict) and "state_dict" in blob:
+        sd = blob["state_dict"]
+        if use_ema and any(k.startswith("ema.shadows.") for k in sd):
+            return ema_state_dict_from_checkpoint(sd, ema_index)
+        out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if not out:
+            raise RunError(f"Checkpoint {ckpt_path} has no '{prefix}*' weights.")
+        return out
+    if isinstance(blob, dict):
+        return blob
+    raise RunError(f"Checkpoint {ckpt_path} is neither a Lightning checkpoint nor a state dict.")
+
+
+def load_weights(net: nn.Module, state_dict: dict, source: Path) -> None:
+    """Strict loading; OpenAI-layout state dicts (guided/improved-diffusion) go through the converter."""
+    if any(k.startswith(("input_blocks.", "time_embed.")) for k in state_dict):
+        from beatgans.nets.convert import load_openai_checkpoint
+
+        load_openai_checkpoint(net, state_dict)
+        return
+    missing, unexpected = [], []
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape]
+    if missing or unexpected or shapes:
+        raise RunError(f"Checkpoint {source} does not match the network architecture: "
+                       f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
+                       f"{unexpected[:5]}, {len(shapes)} shape mismatches {sorted(shapes)[:5]}.")
+    net.load_state_dict(state_dict)
+
+
+def load_model(run: str | None, ckpt: str | None, net_cfg: DictConfig | None, diffusion_cfg: DictConfig | None,
+               use_ema: bool = True, ema_index: int = 0) -> LoadedModel:
+    """Build net + diffusion from a run directory (its config and last.ckpt) or from explicit configs + ckpt.
+    Explicit `net_cfg` / `diffusion_cfg` override the run's."""
+    from hydra.utils import instantiate
+
+    config = load_run_config(run) if run else None
+    task = config.task if config is not None else None
+    net_node = net_cfg if net_cfg is not None else (task.net if task is not None else None)
+    diff_node = diffusion_cfg if diffusion_cfg is not None else (task.diffusion if task is not None else None)
+    if net_node is None or diff_node is None:
+        raise RunError("Pass run=<train run dir>, or ckpt=<file> together with net=<config> and diffusion=<config>.")
+    ckpt_path = Path(ckpt) if ckpt else find_checkpoint(run)
+    net = instantiate(net_node)
+    load_weights(net, read_state_dict(ckpt_path, use_ema, ema_index), ckpt_path)
+    diffusion = instantiate(diff_node)
+    num_classes = getattr(net, "num_classes", None)
+    return LoadedModel(net.eval(), diffusion, config, ckpt_path, num_classes)
+
+
+def load_classifier(run: str | None, ckpt: str | None, net_cfg: DictConfig | None) -> tuple[nn.Module, DictConfig | None]:
+    """A noisy classifier from its training run (or ckpt + net config). Returns (net, its run config)."""
+    from hydra.utils import instantiate
+
+    config = load_run_config(run) if run else None
+    node = net_cfg if net_cfg is not None else (config.task.net if config is not None else None)
+    if node is None:
+        raise RunError("Classifier guidance needs guidance.classifier_run=<dir> (or classifier_ckpt + classifier_net).")
+    ckpt_path = Path(ckpt) if ckpt else find_checkpoint(run)
+    net = instantiate(node)
+    sd = read_state_dict(ckpt_path, use_ema=False)
+    load_weights(net, sd, ckpt_path)
+    return net.eval(), config
+
+
+def check_classifier_matches(model_diffusion, model_net, clf_config: DictConfig | None, clf_net) -> None:
+    """`model_diffusion` is the model's un-respaced training process. Refuse a classifier whose noise schedule, number of steps or resolution differs from the model's."""
+    if clf_config is not None and "diffusion" in clf_config.get("task", {}):
+        from hydra.utils import instantiate
+
+        clf_diff = instantiate(clf_config.task.diffusion)
+        same = (clf_diff.num_timesteps == model_diffusion.num_timesteps
+                and torch.allclose(torch.as_tensor(clf_diff.alphas_cumprod),
+                                   torch.as_tensor(model_diffusion.alphas_cumprod)))
+        if not same:
+            raise RunError("The classifier was trained with a different noise schedule or number of steps "
+                           f"(T={clf_diff.num_timesteps}) than the diffusion model (T="
+                           f"{model_diffusion.num_timesteps}); train it with the model's diffusion config.")
+    res_c, res_m = getattr(clf_net, "image_size", None), getattr(model_net, "image_size", None)
+    if res_c is not None and res_m is not None and res_c != res_m:
+        raise RunError(f"The classifier works at {res_c}px but the diffusion model at {res_m}px.")
