@@ -6,10 +6,13 @@ cast to the working dtype where they are used (REFERENCES.md, "Gaussian diffusio
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "get_named_beta_schedule",
@@ -51,7 +54,8 @@ def get_named_beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
     """Named beta schedule.
 
     Args:
-        name: ``"linear"`` (DDPM, rescaled by ``1000 / T`` so any T spans the same noise range) or
+        name: ``"linear"`` (DDPM, rescaled by ``1000 / T`` so any T spans the same noise range;
+            capped at 0.999 for T <= 20, where the reference formula reaches beta >= 1) or
             ``"cosine"`` (IDDPM).
         num_timesteps: T >= 1.
 
@@ -62,7 +66,13 @@ def get_named_beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
         raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
     if name == "linear":
         scale = 1000.0 / num_timesteps
-        return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
+        betas = np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
+        if betas[-1] > 0.999:
+            # T <= 20 would give beta >= 1 (abar = 0, infinite x0 coefficients, NaN samples). Cap as
+            # the cosine schedule does; for T >= 21 the table is exactly the reference one.
+            log.warning("linear schedule with T=%d has betas up to %.3g; capping them at 0.999", num_timesteps, betas[-1])
+            betas = np.minimum(betas, 0.999)
+        return betas
     if name == "cosine":
         return betas_from_alpha_bar(num_timesteps, _cosine_alpha_bar)
     raise ValueError(f"unknown beta schedule {name!r}: expected 'linear' or 'cosine'")
