@@ -60,6 +60,12 @@ def inception_score(logits: torch.Tensor, split_size: int = 5000) -> tuple[float
     return float(np.mean(scores)), float(np.std(scores))
 
 
+def _cdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # Always the matrix-multiply form (as torch.cdist picks for large inputs, e.g. torch-fidelity's
+    # 10k blocks): distances then do not depend on how rows are blocked.
+    return torch.cdist(a, b, compute_mode="use_mm_for_euclid_dist")
+
+
 def knn_radii(features: torch.Tensor, k: int = 3, block_size: int = 10000) -> torch.Tensor:
     """Distance from every row to its k-th nearest other row, in row blocks.
 
@@ -75,7 +81,7 @@ def knn_radii(features: torch.Tensor, k: int = 3, block_size: int = 10000) -> to
         raise ValueError(f"precision/recall: need more than k={k} feature rows, got {features.shape[0]}.")
     radii = []
     for block in features.split(block_size):
-        dist = torch.cdist(block, features)
+        dist = _cdist(block, features)
         # k + 1 smallest: the first is the row itself (distance ~0).
         radii.append(dist.kthvalue(k + 1, dim=1).values)
     return torch.cat(radii)
@@ -87,7 +93,7 @@ def manifold_coverage(
     """Fraction of `queries` inside at least one ball B(support_j, support_radii_j) (Kynkaanniemi et al. 2019)."""
     inside = []
     for block in queries.split(block_size):
-        dist = torch.cdist(block, support)
+        dist = _cdist(block, support)
         inside.append((dist <= support_radii[None, :]).any(dim=1))
     return float(torch.cat(inside).double().mean())
 
