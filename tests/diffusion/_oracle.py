@@ -140,3 +140,24 @@ def replay_randn_like(draws):
         yield queue
     finally:
         torch.randn_like = original
+
+
+@contextlib.contextmanager
+def oracle_in_float64():
+    """Let the oracle gather its float64 tables without its usual cast to float32.
+
+    The reference always computes in float32; in a few places (e.g. DDIM's sqrt(1 - abar_prev)
+    near t = 0) that rounding alone moves results by ~1e-5. Running it in float64 separates
+    formula differences from float32 rounding.
+    """
+    original = gd._extract_into_tensor
+
+    def extract(arr, timesteps, broadcast_shape):
+        values = torch.from_numpy(np.asarray(arr, dtype=np.float64)).to(timesteps.device)[timesteps]
+        return values.reshape(-1, *([1] * (len(broadcast_shape) - 1))).expand(broadcast_shape)
+
+    gd._extract_into_tensor = extract
+    try:
+        yield
+    finally:
+        gd._extract_into_tensor = original

@@ -79,7 +79,7 @@ class GaussianDiffusion:
         self.base_num_timesteps = int(base_num_timesteps or int(self.timestep_map.max()) + 1)
         self._identity_map = bool(torch.equal(self.timestep_map, torch.arange(self.num_timesteps)))
         # Device copies of the tables, made once per device so sampling loops never copy from host.
-        self._device_tables: dict[tuple[str, torch.device], Tensor] = {}
+        self._device_tables: dict[tuple, Tensor] = {}
 
     def _build_tables(self, betas: np.ndarray) -> None:
         T = self.num_timesteps
@@ -89,6 +89,7 @@ class GaussianDiffusion:
         self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
         self.alphas_cumprod_next = np.append(self.alphas_cumprod[1:], 0.0)
         self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
+        self.sqrt_alphas_cumprod_prev = np.sqrt(self.alphas_cumprod_prev)
         self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - self.alphas_cumprod)
         self.log_one_minus_alphas_cumprod = np.log(1.0 - self.alphas_cumprod)
         self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod)
@@ -121,12 +122,26 @@ class GaussianDiffusion:
         are cast to float64 when ``x`` is float64 and to float32 otherwise (half inputs get float32
         coefficients, as the reference does).
         """
-        key = (name, t.device)
-        table = self._device_tables.get(key)
+        return self._gather(name, lambda: getattr(self, name), t, x)
+
+    def ddim_coefs(self, eta: float, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """DDIM's ``sigma`` and ``sqrt(1 - abar_prev - sigma^2)`` at ``t``, each (B, 1, ...).
+
+        Both are tabulated in float64 per eta: the second is the square root of a difference that
+        nearly cancels at small t, which float32 arithmetic would get wrong by ~1e-4.
+        """
+        sigma = lambda: eta * self.ddim_sigma_eta1  # noqa: E731
+        direction = lambda: np.sqrt(np.clip(1.0 - self.alphas_cumprod_prev - sigma() ** 2, 0.0, None))  # noqa: E731
+        return (self._gather(("ddim_sigma", float(eta)), sigma, t, x),
+                self._gather(("ddim_direction", float(eta)), direction, t, x))
+
+    def _gather(self, key, make_table: Callable[[], np.ndarray], t: Tensor, x: Tensor) -> Tensor:
+        table = self._device_tables.get((key, t.device))
         if table is None:
-            values = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
+            values = torch.from_numpy(np.ascontiguousarray(make_table(), dtype=np.float64))
+            # MPS has no float64; everywhere else the table stays in double until it is used.
             table = values.to(t.device, torch.float32 if t.device.type == "mps" else torch.float64)
-            self._device_tables[key] = table
+            self._device_tables[(key, t.device)] = table
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         return table[t].to(dtype).reshape(-1, *([1] * (x.ndim - 1)))
 
@@ -134,7 +149,7 @@ class GaussianDiffusion:
         """Map timesteps of this process (B,) int64 to those of the original process (what nets see)."""
         if self._identity_map:
             return t
-        key = ("timestep_map", t.device)
+        key = ("__timestep_map__", t.device)
         table = self._device_tables.get(key)
         if table is None:
             table = self._device_tables[key] = self.timestep_map.to(t.device)

@@ -112,9 +112,8 @@ def ddim_step(diffusion: GaussianDiffusion, model: Model, x: Tensor, t: Tensor, 
     guided = condition_score(diffusion, cond_fn, out, x, t, model_kwargs) if cond_fn is not None else out
     pred_x0 = guided["pred_xstart"]
     eps = diffusion.predict_eps_from_x0(x, t, pred_x0)
-    abar_prev = diffusion.coef("alphas_cumprod_prev", t, x)
-    sigma = eta * diffusion.coef("ddim_sigma_eta1", t, x)
-    sample = torch.sqrt(abar_prev) * pred_x0 + torch.sqrt((1.0 - abar_prev - sigma**2).clamp(min=0.0)) * eps
+    sigma, direction = diffusion.ddim_coefs(eta, t, x)
+    sample = diffusion.coef("sqrt_alphas_cumprod_prev", t, x) * pred_x0 + direction * eps
     if z is not None and eta != 0:
         sample = sample + _nonzero_mask(t, x) * sigma * z
     return {"sample": sample, "pred_xstart": out["pred_xstart"]}
