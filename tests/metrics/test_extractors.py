@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from beatgans.metrics import extractors as E
-from beatgans.metrics.digits_net import digits_classifier, load_digits_cnn, state_hash, train_digits_cnn
+from beatgans.metrics.digits import digits_classifier, load_digits_cnn, state_hash, train_digits_cnn
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Evaluation: feature extractors, torchmetrics metrics (FID, sFID, IS, precision/recall, KID) and
 cached reference statistics. Pure torch / numpy / scipy / torchmetrics: no Lightning, no Hydra."""
 
-from beatgans.metrics.digits_net import DigitsCNN, digits_classifier, load_digits_cnn
+from beatgans.metrics.digits import DigitsCNN, digits_classifier, load_digits_cnn
 from beatgans.metrics.evaluate import evaluate_samples, load_samples, shard_bounds
 from beatgans.metrics.extractors import (DigitsExtractor, FeatureExtractor, InceptionExtractor, RandomExtractor,
                                          build_extractor, quantize_uint8)

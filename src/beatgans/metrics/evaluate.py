@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from beatgans.metrics.extractors import FeatureExtractor, build_extractor
+from beatgans.metrics.extractors import DigitsExtractor, FeatureExtractor, build_extractor
 from beatgans.metrics.feature_metrics import (FrechetDistance, InceptionScore, KernelDistance,
                                               PrecisionRecall)
-from beatgans.metrics.reference import ReferenceStats, iter_batches_nchw
+from beatgans.metrics.reference import ReferenceStats, compute_reference_stats, iter_batches_nchw
 from beatgans.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -78,14 +78,16 @@ def build_metrics(names: Sequence[str], extractor: FeatureExtractor, reference: 
 def evaluate_samples(images_uint8_nhwc: np.ndarray | torch.Tensor, reference: ReferenceStats | str | os.PathLike,
                      metrics: Sequence[str] = ("fid",), extractor: FeatureExtractor | str = "inception",
                      batch_size: int = 100, progress: bool = False, inception_weights: str | None = None,
-                     **metric_kwargs) -> dict[str, float]:
+                     device: str | torch.device = "cpu", **metric_kwargs) -> dict[str, float]:
     """Compute `metrics` for generated images (this process's shard under DDP).
 
     Args:
         images_uint8_nhwc: (N, H, W, C) uint8, ADM-quantised.
-        reference: `ReferenceStats` or the path of a reference `.npz` (ours or ADM's).
+        reference: `ReferenceStats`, the path of a reference `.npz` (ours or ADM's), or None for the
+            digits extractor (statistics of the 1,797 clean digits, cached).
         metrics: names among fid, sfid, is, precision/recall (pr), kid.
-        extractor: a built `FeatureExtractor`, or its name (built on CPU for these images).
+        extractor: a built `FeatureExtractor`, or a name: inception, digits, random, or auto (digits
+            for one-channel images, else inception), built on `device`.
         metric_kwargs: forwarded to `build_metrics` (is_split_size, pr_k, kid_subset_size, ...).
     Returns:
         {"fid": ..., "is": ..., "is_std": ..., "precision": ..., "recall": ..., ...} as floats, plus
@@ -94,11 +96,8 @@ def evaluate_samples(images_uint8_nhwc: np.ndarray | torch.Tensor, reference: Re
     images = images_uint8_nhwc
     if images.ndim != 4 or images.dtype not in (np.uint8, torch.uint8):
         raise ValueError(f"evaluate_samples: expected uint8 (N, H, W, C) images, got {images.dtype} {tuple(images.shape)}.")
-    if isinstance(extractor, str):
-        extractor = build_extractor(extractor, image_size=int(images.shape[1]), channels=int(images.shape[3]),
-                                    inception_weights=inception_weights)
-    if not isinstance(reference, ReferenceStats):
-        reference = ReferenceStats.load(reference, {"extractor": extractor.name})
+    extractor = resolve_extractor(extractor, images, inception_weights, device)
+    reference = resolve_reference(reference, extractor)
     device = next(extractor.parameters()).device
     # Metrics live with the extractor: NCCL can only sync tensors on the GPU.
     objs = [m.to(device) for m in build_metrics(metrics, extractor, reference, **metric_kwargs)]
@@ -118,6 +117,48 @@ def evaluate_samples(images_uint8_nhwc: np.ndarray | torch.Tensor, reference: Re
         torch.distributed.all_reduce(count)
     results["num_samples"] = int(count)
     return results
+
+
+def resolve_extractor(extractor: FeatureExtractor | str | None, images: np.ndarray | torch.Tensor,
+                      inception_weights: str | None = None, device: str | torch.device = "cpu") -> FeatureExtractor:
+    """A built extractor, or build one by name for (N, H, W, C) `images` ("auto": digits for one channel)."""
+    if isinstance(extractor, FeatureExtractor):
+        return extractor
+    name = extractor or "auto"
+    if name == "auto":
+        name = "digits" if int(images.shape[3]) == 1 else "inception"
+    return build_extractor(name, image_size=int(images.shape[1]), channels=int(images.shape[3]),
+                           inception_weights=inception_weights, device=device)
+
+
+def resolve_reference(reference: ReferenceStats | str | os.PathLike | None,
+                      extractor: FeatureExtractor) -> ReferenceStats:
+    """Reference statistics from an object, a file (checked against the extractor) or, for digits, the cache."""
+    if isinstance(reference, ReferenceStats):
+        return reference
+    if reference is None:
+        if isinstance(extractor, DigitsExtractor):
+            return digits_reference(extractor)
+        raise ValueError("No reference statistics: pass metrics.reference=<.npz> (ours or ADM's VIRTUAL_*.npz), "
+                         "or run beatgans-eval with data=<dataset>, which computes and caches them.")
+    return ReferenceStats.load(reference, {"extractor": extractor.name, "weights_hash": extractor.weights_hash})
+
+
+def digits_reference(extractor: DigitsExtractor) -> ReferenceStats:
+    """Statistics of all 1,797 clean digits at the extractor's resolution, cached next to its weights."""
+    from beatgans.data.digits import load_digits
+    from beatgans.metrics.digits import cache_dir
+    from beatgans.metrics.extractors import quantize_uint8
+
+    expected = {"extractor": "digits", "weights_hash": extractor.weights_hash, "dataset": "digits", "split": "all"}
+    path = cache_dir() / f"reference_digits_{extractor.image_size}px_{extractor.weights_hash}.npz"
+    if path.is_file():
+        return ReferenceStats.load(path, expected)
+    images, _ = load_digits(extractor.image_size)
+    stats = compute_reference_stats(quantize_uint8(images).permute(0, 2, 3, 1), extractor,
+                                    {"dataset": "digits", "split": "all"})
+    stats.save(path)
+    return stats
 
 
 def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, Path]:

@@ -81,13 +81,13 @@ class RandomExtractor(FeatureExtractor):
 
 
 class DigitsExtractor(FeatureExtractor):
-    """The cached digits CNN (`beatgans.metrics.digits_net`): pool (128), logits (10); no spatial."""
+    """The cached digits CNN (`beatgans.metrics.digits`): pool (128), logits (10); no spatial."""
 
     name = "digits"
 
     def __init__(self, image_size: int = 16):
         super().__init__()
-        from beatgans.metrics.digits_net import load_digits_cnn, state_hash
+        from beatgans.metrics.digits import load_digits_cnn, state_hash
 
         self.net = load_digits_cnn(image_size)
         self.image_size = int(image_size)

@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -142,3 +143,20 @@ def digits_classifier(image_size: int = 16) -> DigitsCNN:
     on 297 held-out clean digits.
     """
     return load_digits_cnn(image_size)
+
+
+def target_accuracy(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int = 500) -> float:
+    """Share of samples the digits classifier assigns to their target class.
+
+    Args:
+        images: (N, S, S, 1) uint8 (ADM NHWC samples) or (N, 1, S, S) float in [-1, 1].
+        labels: (N,) int target classes.
+    """
+    x = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images
+    if x.dtype == torch.uint8:
+        x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    y = torch.as_tensor(np.asarray(labels)).long().cpu()
+    net = digits_classifier(int(x.shape[-1]))
+    with torch.no_grad():
+        pred = torch.cat([net(b.cpu().float()).argmax(1) for b in x.split(batch_size)])
+    return float((pred == y).double().mean())
