@@ -91,7 +91,7 @@ class TinyClassifier(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
     def forward(self, x, t):
-        tf = t.float()[:, None] / 100.0
+        tf = t.to(x.dtype)[:, None] / 100.0
         h = torch.tanh(self.conv(x) + self.time(torch.cat([torch.sin(tf), torch.cos(tf)], 1))[:, :, None, None])
         return self.head(h.mean(dim=(2, 3)))
 

@@ -41,7 +41,9 @@ def classifier_cond_fn(classifier: Callable[[Tensor, Tensor], Tensor], scale: fl
             raise ValueError(f"classifier guidance needs target labels in model_kwargs[{label_key!r}]")
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
-            log_probs = F.log_softmax(classifier(x_in, t).float(), dim=-1)
+            logits = classifier(x_in, t)
+            # Half-precision logits are upcast so the softmax is taken in at least float32.
+            log_probs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
             picked = log_probs.gather(1, y.long().reshape(-1, 1)).sum()
             grad = torch.autograd.grad(picked, x_in)[0]
         return (grad * scale).to(x.dtype)
