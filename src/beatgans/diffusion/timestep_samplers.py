@@ -44,8 +44,9 @@ class LossSecondMomentResampler(UniformSampler):
     """p(t) proportional to sqrt(E[L_t^2]) over the last ``history`` losses of each t, mixed with
     ``uniform_prob`` of the uniform distribution. Uniform until every t has a full history.
 
-    Under DDP, :meth:`update` gathers the (t, loss) pairs of all ranks so every rank keeps the same
-    history and therefore draws from the same distribution.
+    Under DDP, pass :meth:`update` the (t, loss) pairs of ALL ranks (e.g. gathered with
+    ``LightningModule.all_gather``) so every rank keeps the same history and draws from the same
+    distribution; this class does no communication itself.
     """
 
     def __init__(self, num_timesteps: int, history: int = 10, uniform_prob: float = 0.001) -> None:
@@ -70,9 +71,10 @@ class LossSecondMomentResampler(UniformSampler):
         """Push per-sample losses into the per-t histories (oldest dropped when full).
 
         Args:
-            t: (B,) timesteps; losses: (B,) per-sample losses (detached; unweighted).
+            t: (N,) timesteps; losses: (N,) per-sample losses (unweighted), from every rank.
         """
-        t, losses = _gather_all(t, losses)
+        t = torch.as_tensor(t).detach().long().reshape(-1).cpu()
+        losses = torch.as_tensor(losses).detach().double().reshape(-1).cpu()
         for step, loss in zip(t.tolist(), losses.tolist()):
             n = self.loss_counts[step]
             if n == self.history:
@@ -89,28 +91,6 @@ class LossSecondMomentResampler(UniformSampler):
     def load_state_dict(self, state: dict) -> None:
         self.loss_history = np.asarray(state["loss_history"], dtype=np.float64).copy()
         self.loss_counts = np.asarray(state["loss_counts"], dtype=np.int64).copy()
-
-
-def _gather_all(t: Tensor | Sequence[int], losses: Tensor | Sequence[float]) -> tuple[Tensor, Tensor]:
-    t = torch.as_tensor(t).detach().long().reshape(-1)
-    losses = torch.as_tensor(losses).detach().double().reshape(-1)
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return t.cpu(), losses.cpu()
-    # Ranks may hold different batch sizes: pad to the largest, gather, then trim.
-    device = t.device if dist.get_backend() != "nccl" else torch.device("cuda", torch.cuda.current_device())
-    size = torch.tensor([t.numel()], device=device)
-    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    pad_t = torch.zeros(longest, dtype=torch.long, device=device)
-    pad_l = torch.zeros(longest, dtype=torch.float64, device=device)
-    pad_t[: t.numel()], pad_l[: t.numel()] = t.to(device), losses.to(device)
-    all_t, all_l = [torch.zeros_like(pad_t) for _ in sizes], [torch.zeros_like(pad_l) for _ in sizes]
-    dist.all_gather(all_t, pad_t)
-    dist.all_gather(all_l, pad_l)
-    n = [int(s.item()) for s in sizes]
-    return (torch.cat([a[:k] for a, k in zip(all_t, n)]).cpu(), torch.cat([a[:k] for a, k in zip(all_l, n)]).cpu())
 
 
 def create_timestep_sampler(name: str, num_timesteps: int, **kwargs) -> UniformSampler:
