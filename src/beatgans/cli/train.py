@@ -97,7 +97,8 @@ def train(cfg: DictConfig) -> dict:
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    # Our own checkpoints hold RNG states and config containers, which weights_only loading refuses.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if hasattr(module, "final_metrics"):
         metrics.update(module.final_metrics())

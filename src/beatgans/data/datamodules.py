@@ -29,6 +29,22 @@ class FlipDataset(Dataset):
         return (x.flip(-1), y) if torch.rand(()) < 0.5 else (x, y)
 
 
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (seeded, reshuffled by `set_epoch`) that can skip the first `skip_batches * batch_size`
+    indices of the epoch it is next iterated in, so a run resumed mid-epoch sees exactly the batches an
+    uninterrupted run would have seen."""
+
+    def __init__(self, *args, batch_size: int = 1, skip_batches: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_size = batch_size
+        self.skip_batches = skip_batches
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        skip, self.skip_batches = self.skip_batches * self.batch_size, 0
+        return iter(indices[skip:])
+
+
 class BaseDataModule(L.LightningDataModule):
     """Shared loaders: a seeded, epoch-reshuffled, rank-sharded training sampler (so resuming replays the
     same order) and a fixed validation split taken out of the training data."""
@@ -70,14 +86,25 @@ class BaseDataModule(L.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
+    def _batches_done(self) -> int:
+        """Batches of the current epoch already trained (non-zero only when resuming mid-epoch)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        # Checkpoints are written in on_train_batch_end, so `processed` counts the batches they include.
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        world = max(1, trainer.world_size)
+        per_epoch = len(self._train) // world // self.batch_size
+        return done if 0 < done < per_epoch else 0
+
     def train_dataloader(self) -> DataLoader:
         self.setup()
         world, rank = self._world()
         if self.batch_size > len(self._train) // world and self.drop_last:
             raise DataError(f"batch_size {self.batch_size} is larger than the {len(self._train) // world} "
                             "training examples per process; lower data.batch_size.")
-        sampler = DistributedSampler(self._train, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
-                                     drop_last=True)
+        sampler = ResumableSampler(self._train, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
+                                   drop_last=True, batch_size=self.batch_size, skip_batches=self._batches_done())
         return DataLoader(self._train, batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0)

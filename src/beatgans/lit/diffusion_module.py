@@ -101,6 +101,7 @@ class DiffusionModule(L.LightningModule):
             raise ValueError(f"timestep_sampler must be 'uniform' or 'loss-second-moment', got {timestep_sampler!r}.")
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        self._pending_rng: dict | None = None
 
     # ------------------------------------------------------------------ training
     def _labels(self, y: torch.Tensor, drop: bool) -> dict:
@@ -145,6 +146,11 @@ class DiffusionModule(L.LightningModule):
         return opt
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self._pending_rng is not None:
+            # Restored here, not in on_load_checkpoint: building the resumed data iterator draws from the
+            # global RNG, which an uninterrupted run did at the start of the epoch instead.
+            set_rng_state(self._pending_rng)
+            self._pending_rng = None
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
     # ------------------------------------------------------------------ validation
@@ -196,8 +202,7 @@ class DiffusionModule(L.LightningModule):
             checkpoint["t_sampler"] = self.t_sampler.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "rng_state" in checkpoint:
-            set_rng_state(checkpoint["rng_state"])
+        self._pending_rng = checkpoint.get("rng_state")
         if "t_sampler" in checkpoint and isinstance(self.t_sampler, LossSecondMomentResampler):
             self.t_sampler.load_state_dict(checkpoint["t_sampler"])
 
