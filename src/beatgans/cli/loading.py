@@ -62,7 +62,7 @@ def read_state_dict(ckpt_path: str | Path, use_ema: bool = True, ema_index: int 
 
 def load_weights(net: nn.Module, state_dict: dict, source: Path) -> None:
     """Strict loading; OpenAI-layout state dicts (guided/improved-diffusion) go through the converter."""
-    if any(k.startswith(("input_blocks.", "time_embed.")) for k in state_dict):
+    if any(k.startswith("input_blocks.") for k in state_dict):
         from beatgans.nets.convert import load_openai_checkpoint
 
         load_openai_checkpoint(net, state_dict)

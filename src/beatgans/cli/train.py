@@ -102,9 +102,14 @@ def train(cfg: DictConfig) -> dict:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if hasattr(module, "final_metrics"):
         metrics.update(module.final_metrics())
-    metrics.update({"global_step": trainer.global_step, "train_seconds": round(time.time() - start, 2)})
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    step = trainer.global_step
+    if step == 0 and ckpt.exists():  # ddp_spawn trains in child processes: read their step from the checkpoint
+        import torch
+
+        step = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+    metrics.update({"global_step": step, "train_seconds": round(time.time() - start, 2)})
     if trainer.global_rank == 0:
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
         grids = sorted((run_dir / "samples").glob("final_grid*.png"))
         update_json(run_dir / "metrics.json", metrics)
         log.info("Run directory: %s", run_dir)

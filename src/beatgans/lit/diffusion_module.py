@@ -75,13 +75,15 @@ class DiffusionModule(L.LightningModule):
             the net needs `null_class=True`).
         warmup_steps: linear lr warm-up; sample_* options drive `sample_images` defaults.
         val_bpd_batches: how many validation batches get the full-chain bits/dim (0 = off; it costs T passes).
+        seed: timesteps, noise and label dropout of step k on rank r come from a generator seeded by
+            (seed, k, r): ranks draw different t and noise, and resuming replays them exactly.
     """
 
     def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, optimizer: Callable,
                  ema_rates: Sequence[float] = (0.9999,), timestep_sampler: str = "uniform",
                  num_classes: int | None = None, p_uncond: float = 0.0, warmup_steps: int = 0,
                  sample_sampler: str = "ddim", sample_steps: int = 50, val_bpd_batches: int = 0,
-                 channels_last: bool = False):
+                 channels_last: bool = False, seed: int = 0):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "diffusion", "optimizer"])
         self.net = net
@@ -104,11 +106,18 @@ class DiffusionModule(L.LightningModule):
         self._pending_rng: dict | None = None
 
     # ------------------------------------------------------------------ training
-    def _labels(self, y: torch.Tensor, drop: bool) -> dict:
+    def _step_generators(self, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+        """(host generator for t, `device` generator for noise and label dropout) for this step and rank."""
+        base = ((self.hparams.seed * 1_000_003 + self.global_step) * 4099 + self.global_rank) * 2
+        host = torch.Generator().manual_seed(base)
+        dev = torch.Generator(device=device).manual_seed(base + 1)
+        return host, dev
+
+    def _labels(self, y: torch.Tensor, drop: bool, generator: torch.Generator | None = None) -> dict:
         if self.num_classes is None:
             return {}
         if drop and self.p_uncond > 0:
-            mask = torch.rand(y.shape, device=y.device) < self.p_uncond
+            mask = torch.rand(y.shape, device=y.device, generator=generator) < self.p_uncond
             y = torch.where(mask, torch.full_like(y, self.num_classes), y)
         return {"y": y}
 
@@ -116,8 +125,10 @@ class DiffusionModule(L.LightningModule):
         x, y = batch
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        t, weights = self.t_sampler.sample(x.shape[0], x.device)
-        losses = self.diffusion.training_losses(self.net, x, t, model_kwargs=self._labels(y, drop=True))
+        host_gen, gen = self._step_generators(x.device)
+        t, weights = self.t_sampler.sample(x.shape[0], x.device, generator=host_gen)
+        noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        losses = self.diffusion.training_losses(self.net, x, t, model_kwargs=self._labels(y, True, gen), noise=noise)
         if isinstance(self.t_sampler, LossSecondMomentResampler):
             all_t = self.all_gather(t).reshape(-1)
             all_l = self.all_gather(losses["loss"].detach()).reshape(-1)
