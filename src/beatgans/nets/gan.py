@@ -36,17 +36,17 @@ def _maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
 class ConditionMapping(nn.Module):
     """Maps the diffusion step ``t`` (and a class label) to the projection vector ``cmap``.
 
-    ``t (B,)`` int64 -> sinusoidal features -> 2-layer MLP -> ``(B, cmap_dim)``.
+    ``t (B,)`` int64 -> sinusoidal features -> 2-layer MLP (hidden ``min(cmap_dim, 256)``) -> ``(B, cmap_dim)``.
     """
 
-    def __init__(self, cmap_dim: int, num_classes: int | None = None, embed_dim: int = 64) -> None:
+    def __init__(self, cmap_dim: int, num_classes: int | None = None, embed_dim: int = 64,
+                 max_hidden: int = 256) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.label_embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
         in_dim = embed_dim * (2 if num_classes else 1)
-        self.mlp = nn.Sequential(
-            nn.Linear(in_dim, cmap_dim), nn.LeakyReLU(0.2), nn.Linear(cmap_dim, cmap_dim)
-        )
+        hidden = min(cmap_dim, max_hidden)
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, cmap_dim))
 
     def forward(self, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = timestep_features(t, self.embed_dim)

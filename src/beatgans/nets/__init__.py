@@ -1,0 +1,17 @@
+"""Networks: the ADM UNet, ADM's noisy encoder classifier and OpenAI checkpoint conversion.
+
+Pure torch (no Lightning, no Hydra): ``from beatgans.nets import UNet`` works in a notebook.
+"""
+
+from beatgans.nets.classifier import EncoderClassifier
+from beatgans.nets.convert import CheckpointMismatchError, load_openai_checkpoint, to_openai_state_dict
+from beatgans.nets.unet import UNet, default_channel_mult
+
+__all__ = [
+    "CheckpointMismatchError",
+    "EncoderClassifier",
+    "UNet",
+    "default_channel_mult",
+    "load_openai_checkpoint",
+    "to_openai_state_dict",
+]

@@ -1,0 +1,272 @@
+"""Building blocks of the ADM UNet and its encoder classifier (Dhariwal & Nichol 2021, Sec. 3).
+
+Every block maps feature maps ``(B, C, H, W)`` (float32, or bf16/fp16 under autocast) to feature
+maps; blocks that take the timestep(+class) embedding ``emb: (B, E)`` derive from `EmbedBlock`.
+
+Each composite block carries ``OPENAI_NAMES``: how its direct children are called in OpenAI's
+guided-diffusion / improved-diffusion state dicts. `beatgans.nets.convert` reads these tables so
+our names can stay readable while released checkpoints still load.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+GROUPS = 32
+_RESCALE = 1.0 / math.sqrt(2.0)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps, REFERENCES.md "Timestep embedding".
+
+    Args:
+        t: (B,) timesteps (int64 indices or floats).
+        dim: embedding width; an odd width gets one zero column.
+    Returns:
+        (B, dim) float32, ``[cos(t * f_k), sin(t * f_k)]`` with ``f_k = exp(-ln(P) k / half)``.
+    """
+    half = dim // 2
+    # Same float32 operation order as the reference so released checkpoints reproduce to 1e-6:
+    # at t ~ 1000 one ulp of a frequency already moves cos() by ~1e-4.
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t[:, None].float() * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm(32, C) computed in float32 whatever the autocast dtype; returns the input dtype.
+
+    Half-precision statistics over large groups lose accuracy (ADM runs its norms in fp32). On
+    float32 input the casts are no-ops, so no copy is made.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__(GROUPS, channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(x, self.weight, self.bias)
+
+    def normalize(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+        """Group-normalise ``x`` in fp32 with an optional per-channel affine; output has x's dtype."""
+        if x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
+            return F.group_norm(x, self.num_groups, weight, bias, self.eps)
+        with torch.autocast(x.device.type, enabled=False):
+            w = None if weight is None else weight.float()
+            b = None if bias is None else bias.float()
+            return F.group_norm(x.float(), self.num_groups, w, b, self.eps).to(x.dtype)
+
+
+class EmbedBlock(nn.Module):
+    """A block whose forward takes ``(x, emb)``."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class EmbedSequential(nn.Sequential):
+    """A sequence of layers; those that are `EmbedBlock`s also receive the embedding."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, emb) if isinstance(layer, EmbedBlock) else layer(x)
+        return x
+
+
+class Downsample(nn.Module):
+    """Halve H and W: strided 3x3 conv (``use_conv``) or 2x2 average pooling."""
+
+    OPENAI_NAMES = {"conv": "op"}
+
+    def __init__(self, channels: int, use_conv: bool = True, out_channels: int | None = None):
+        super().__init__()
+        out_channels = out_channels or channels
+        self.conv = nn.Conv2d(channels, out_channels, 3, stride=2, padding=1) if use_conv else None
+        if not use_conv and out_channels != channels:
+            raise ValueError("average-pool downsampling cannot change the channel count")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) if self.conv is not None else F.avg_pool2d(x, 2)
+
+
+class Upsample(nn.Module):
+    """Double H and W by nearest-neighbour interpolation, then an optional 3x3 conv."""
+
+    def __init__(self, channels: int, use_conv: bool = True, out_channels: int | None = None):
+        super().__init__()
+        out_channels = out_channels or channels
+        self.conv = nn.Conv2d(channels, out_channels, 3, padding=1) if use_conv else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.conv(x) if self.conv is not None else x
+
+
+class ResBlock(EmbedBlock):
+    """ADM residual block (REFERENCES.md "ResBlock").
+
+    ``GN - SiLU - [resample] - conv3x3``; the embedding adds ``shift`` or, with AdaGN
+    (``use_scale_shift_norm``), modulates ``GN(h) * (1 + scale) + shift``; then
+    ``SiLU - dropout - conv3x3`` (zero-initialised, so the block starts as its skip path).
+    With ``up``/``down`` (BigGAN blocks) the resampling happens after the first norm + SiLU and
+    on the skip path.
+
+    Args:
+        x: (B, C_in, H, W); emb: (B, emb_channels).
+    Returns:
+        (B, C_out, H', W') with H' = 2H (up), H/2 (down) or H.
+    """
+
+    OPENAI_NAMES = {
+        "norm1": "in_layers.0",
+        "conv1": "in_layers.2",
+        "emb_proj": "emb_layers.1",
+        "norm2": "out_layers.0",
+        "conv2": "out_layers.3",
+        "skip": "skip_connection",
+    }
+
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float = 0.0,
+        out_channels: int | None = None,
+        use_scale_shift_norm: bool = True,
+        up: bool = False,
+        down: bool = False,
+        use_checkpoint: bool = False,
+        residual_rescale: bool = False,
+    ):
+        super().__init__()
+        out_channels = out_channels or channels
+        self.use_scale_shift_norm = use_scale_shift_norm
+        self.use_checkpoint = use_checkpoint
+        self.residual_rescale = residual_rescale
+        self.dropout = dropout
+        self.resample: nn.Module | None = None
+        if up:
+            self.resample = Upsample(channels, use_conv=False)
+        elif down:
+            self.resample = Downsample(channels, use_conv=False)
+        self.norm1 = GroupNorm32(channels)
+        self.conv1 = nn.Conv2d(channels, out_channels, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_channels, (2 if use_scale_shift_norm else 1) * out_channels)
+        self.norm2 = GroupNorm32(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if self.use_checkpoint and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, emb, use_reentrant=False)
+        return self._forward(x, emb)
+
+    def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = F.silu(self.norm1(x))
+        if self.resample is not None:
+            h, x = self.resample(h), self.resample(x)
+        h = self.conv1(h)
+        e = self.emb_proj(F.silu(emb)).to(h.dtype)[:, :, None, None]
+        if self.use_scale_shift_norm:
+            # Fold the GroupNorm affine and the per-sample modulation into one pass:
+            # (x_hat * w + b) * (1 + s) + sh == x_hat * (w (1 + s)) + (b (1 + s) + sh).
+            scale, shift = e.chunk(2, dim=1)
+            scale = scale + 1.0
+            w = self.norm2.weight.to(h.dtype)[None, :, None, None]
+            b = self.norm2.bias.to(h.dtype)[None, :, None, None]
+            h = torch.addcmul(torch.addcmul(shift, b, scale), self.norm2.normalize(h, None, None), w * scale)
+        else:
+            h = self.norm2(h + e)
+        h = F.silu(h)
+        if self.dropout > 0:
+            h = F.dropout(h, self.dropout, self.training)
+        h = self.conv2(h)
+        out = self.skip(x) + h
+        return out * _RESCALE if self.residual_rescale else out
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over all H*W positions with a residual connection.
+
+    ``qkv`` is a per-position linear map to 3C channels laid out ``(heads, 3, d)`` (legacy order,
+    the released 128/256/512 checkpoints) or ``(3, heads, d)`` (``new_order``, the ImageNet-64 one).
+    Scaling q and k by ``d^-1/4`` each, as ADM does, equals SDPA's ``1/sqrt(d)`` on the product;
+    SDPA accumulates the softmax in fp32. The output projection is zero-initialised. The
+    projections are linear layers on (B, L, C) tokens (their checkpoints store them as 1x1 convs)
+    so q, k and v reach SDPA with unit-stride head dims, which lets it pick the fused kernel.
+
+    Args:
+        x: (B, C, H, W). Returns (B, C, H, W).
+    """
+
+    OPENAI_NAMES = {"proj": "proj_out"}
+    OPENAI_CONV1X1 = {"qkv": 1, "proj": 1}  # child -> spatial dims of their 1x1 conv
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        new_order: bool = False,
+        use_checkpoint: bool = False,
+        residual_rescale: bool = False,
+    ):
+        super().__init__()
+        if num_head_channels > 0:
+            if channels % num_head_channels:
+                raise ValueError(f"channels {channels} not divisible by num_head_channels {num_head_channels}")
+            num_heads = channels // num_head_channels
+        if channels % num_heads:
+            raise ValueError(f"channels {channels} not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.new_order = new_order
+        self.use_checkpoint = use_checkpoint
+        self.residual_rescale = residual_rescale
+        self.norm = GroupNorm32(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_checkpoint and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, *spatial = x.shape
+        tokens = self.norm(x).reshape(b, c, -1).transpose(1, 2)  # (B, L, C); free for channels_last
+        h = self.proj(multihead_attention(self.qkv(tokens), self.num_heads, self.new_order))
+        out = x + h.transpose(1, 2).reshape(b, c, *spatial)
+        return out * _RESCALE if self.residual_rescale else out
+
+
+def multihead_attention(qkv: torch.Tensor, num_heads: int, new_order: bool, query_len: int | None = None) -> torch.Tensor:
+    """Softmax attention on packed per-token projections.
+
+    Args:
+        qkv: (B, L, 3 * heads * d); channel layout ``(3, heads, d)`` if ``new_order`` else ``(heads, 3, d)``.
+        query_len: attend only for the first ``query_len`` positions (all when None).
+    Returns:
+        (B, L_q, heads * d), same dtype as qkv.
+    """
+    b, length, width = qkv.shape
+    d = width // (3 * num_heads)
+    if new_order:
+        qkv = qkv.view(b, length, 3, num_heads, d).permute(2, 0, 3, 1, 4)
+    else:
+        qkv = qkv.view(b, length, num_heads, 3, d).permute(3, 0, 2, 1, 4)
+    q, k, v = qkv.unbind(0)  # each (B, heads, L, d), a view with unit stride on d
+    if query_len is not None:
+        q = q[:, :, :query_len]
+    a = F.scaled_dot_product_attention(q, k, v)
+    return a.transpose(1, 2).reshape(b, -1, num_heads * d)

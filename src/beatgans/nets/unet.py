@@ -1,0 +1,228 @@
+"""The ADM UNet (Dhariwal & Nichol 2021, Sec. 3 and Tables 1-3; Nichol & Dhariwal 2021 for learned sigma).
+
+Layout: ``stem`` conv -> ``encoder`` (per level: ``num_res_blocks`` x [ResBlock, Attention?], then a
+downsampler except at the last level) -> ``middle`` (Res - Attn - Res) -> ``decoder`` (per level,
+deepest first: ``num_res_blocks + 1`` x [ResBlock on concat(h, skip), Attention?], an upsampler
+closing every level but the top) -> ``out_norm`` - SiLU - ``out_conv`` (zero-initialised).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from beatgans.nets.layers import (
+    AttentionBlock,
+    Downsample,
+    EmbedSequential,
+    GroupNorm32,
+    ResBlock,
+    Upsample,
+    timestep_embedding,
+)
+
+# ADM's channel multipliers per resolution (guided-diffusion's defaults); 32 follows DDPM/IDDPM CIFAR-10.
+ADM_CHANNEL_MULT = {
+    512: (0.5, 1, 1, 2, 2, 4, 4),
+    256: (1, 1, 2, 2, 4, 4),
+    128: (1, 1, 2, 3, 4),
+    64: (1, 2, 3, 4),
+    32: (1, 2, 2, 2),
+}
+
+
+def default_channel_mult(image_size: int) -> tuple[float, ...]:
+    """ADM's channel multipliers for ``image_size``; other sizes must pass ``channel_mult`` explicitly."""
+    if image_size not in ADM_CHANNEL_MULT:
+        raise ValueError(
+            f"no default channel_mult for image_size={image_size} (known: {sorted(ADM_CHANNEL_MULT)}); "
+            "pass channel_mult explicitly"
+        )
+    return ADM_CHANNEL_MULT[image_size]
+
+
+def build_encoder(
+    *,
+    image_size: int,
+    in_channels: int,
+    model_channels: int,
+    num_res_blocks: int,
+    attention_resolutions: Sequence[int],
+    channel_mult: Sequence[float],
+    res_kwargs: dict,
+    attn_kwargs: dict,
+    resblock_updown: bool,
+) -> tuple[nn.Conv2d, nn.ModuleList, EmbedSequential, list[int], int]:
+    """The encoder half and middle block shared by `UNet` and `EncoderClassifier`.
+
+    Returns:
+        (stem, encoder, middle, skip_channels, final_resolution): ``skip_channels[i]`` is the
+        channel count of the i-th saved activation (stem first), in encoder order.
+    """
+    attention_resolutions = set(int(r) for r in attention_resolutions)
+    ch = int(channel_mult[0] * model_channels)
+    stem = nn.Conv2d(in_channels, ch, 3, padding=1)
+    encoder = nn.ModuleList()
+    skip_channels = [ch]
+    res = image_size
+    for level, mult in enumerate(channel_mult):
+        out_ch = int(mult * model_channels)
+        for _ in range(num_res_blocks):
+            layers: list[nn.Module] = [ResBlock(ch, out_channels=out_ch, **res_kwargs)]
+            ch = out_ch
+            if res in attention_resolutions:
+                layers.append(AttentionBlock(ch, **attn_kwargs))
+            encoder.append(EmbedSequential(*layers))
+            skip_channels.append(ch)
+        if level != len(channel_mult) - 1:
+            down = ResBlock(ch, down=True, **res_kwargs) if resblock_updown else Downsample(ch, use_conv=True)
+            encoder.append(EmbedSequential(down))
+            skip_channels.append(ch)
+            res //= 2
+    middle = EmbedSequential(
+        ResBlock(ch, **res_kwargs),
+        AttentionBlock(ch, **attn_kwargs),
+        ResBlock(ch, **res_kwargs),
+    )
+    return stem, encoder, middle, skip_channels, res
+
+
+class UNet(nn.Module):
+    """ADM UNet predicting eps (and the variance interpolation ``v`` when ``learn_sigma``).
+
+    Args:
+        image_size: H = W of the inputs (used to place attention and pick the default multipliers).
+        in_channels: C of the images.
+        model_channels: base width; level i has ``channel_mult[i] * model_channels`` channels.
+        num_res_blocks: residual blocks per level in the encoder (the decoder has one more).
+        attention_resolutions: feature-map RESOLUTIONS in pixels that get self-attention
+            (e.g. ``[32, 16, 8]``); guided-diffusion's constructor takes downsample factors instead.
+        dropout: dropout rate inside the residual blocks.
+        channel_mult: per-level width multipliers; None -> ADM's default for ``image_size``.
+        num_classes: class-conditional when set (labels ``0..num_classes-1``).
+        null_class: add one more embedding row, label ``num_classes``, for classifier-free guidance.
+        learn_sigma: output ``2 * in_channels`` channels (eps, v) unless ``out_channels`` is given.
+        use_checkpoint: gradient checkpointing per residual / attention block.
+        num_heads / num_head_channels: attention heads, or a fixed width per head when
+            ``num_head_channels > 0`` (takes precedence); ``num_heads_upsample`` overrides
+            ``num_heads`` in the decoder (-1: same).
+        use_scale_shift_norm: AdaGN (True) or an additive embedding (False), ADM Table 3.
+        resblock_updown: BigGAN residual blocks for up/downsampling instead of conv resamplers.
+        use_new_attention_order: qkv channel layout (3, heads, d) instead of (heads, 3, d).
+        residual_rescale: multiply every residual sum by 1/sqrt(2) (ADM Table 1 ablation).
+
+    Shapes: ``forward(x (B, in_channels, H, W) float, t (B,) int64, y (B,) int64 | None)
+    -> (B, out_channels, H, W)``.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        in_channels: int,
+        model_channels: int,
+        num_res_blocks: int,
+        attention_resolutions: Sequence[int],
+        dropout: float = 0.0,
+        channel_mult: Sequence[float] | None = None,
+        num_classes: int | None = None,
+        null_class: bool = False,
+        learn_sigma: bool = False,
+        out_channels: int | None = None,
+        use_checkpoint: bool = False,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        num_heads_upsample: int = -1,
+        use_scale_shift_norm: bool = True,
+        resblock_updown: bool = False,
+        use_new_attention_order: bool = False,
+        residual_rescale: bool = False,
+    ):
+        super().__init__()
+        channel_mult = tuple(channel_mult) if channel_mult is not None else default_channel_mult(image_size)
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.model_channels = model_channels
+        self.out_channels = out_channels or (2 * in_channels if learn_sigma else in_channels)
+        self.num_classes = num_classes
+        self.null_class = null_class
+        self.learn_sigma = learn_sigma
+        emb_ch = 4 * model_channels
+
+        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
+        self.class_embed = (
+            nn.Embedding(num_classes + int(null_class), emb_ch) if num_classes is not None else None
+        )
+        res_kwargs = dict(
+            emb_channels=emb_ch,
+            dropout=dropout,
+            use_scale_shift_norm=use_scale_shift_norm,
+            use_checkpoint=use_checkpoint,
+            residual_rescale=residual_rescale,
+        )
+        attn_kwargs = dict(
+            num_heads=num_heads,
+            num_head_channels=num_head_channels,
+            new_order=use_new_attention_order,
+            use_checkpoint=use_checkpoint,
+            residual_rescale=residual_rescale,
+        )
+        self.stem, self.encoder, self.middle, skip_channels, res = build_encoder(
+            image_size=image_size,
+            in_channels=in_channels,
+            model_channels=model_channels,
+            num_res_blocks=num_res_blocks,
+            attention_resolutions=attention_resolutions,
+            channel_mult=channel_mult,
+            res_kwargs=res_kwargs,
+            attn_kwargs=attn_kwargs,
+            resblock_updown=resblock_updown,
+        )
+        up_attn_kwargs = dict(attn_kwargs, num_heads=num_heads if num_heads_upsample == -1 else num_heads_upsample)
+        attention_resolutions = set(int(r) for r in attention_resolutions)
+        ch = skip_channels[-1]
+        self.decoder = nn.ModuleList()
+        for level in reversed(range(len(channel_mult))):
+            out_ch = int(channel_mult[level] * model_channels)
+            for i in range(num_res_blocks + 1):
+                layers: list[nn.Module] = [ResBlock(ch + skip_channels.pop(), out_channels=out_ch, **res_kwargs)]
+                ch = out_ch
+                if res in attention_resolutions:
+                    layers.append(AttentionBlock(ch, **up_attn_kwargs))
+                if level > 0 and i == num_res_blocks:
+                    layers.append(ResBlock(ch, up=True, **res_kwargs) if resblock_updown else Upsample(ch))
+                    res *= 2
+                self.decoder.append(EmbedSequential(*layers))
+        self.out_norm = GroupNorm32(ch)
+        self.out_conv = nn.Conv2d(ch, self.out_channels, 3, padding=1)
+        nn.init.zeros_(self.out_conv.weight)
+        nn.init.zeros_(self.out_conv.bias)
+
+    def embed(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """(B, 4 * model_channels) embedding of timesteps ``t`` (B,) plus class labels ``y`` (B,)."""
+        emb = self.time_embed(timestep_embedding(t, self.model_channels))
+        if self.class_embed is not None:
+            if y is None:
+                raise ValueError("this UNet is class-conditional: pass y (B,) int64 labels")
+            emb = emb + self.class_embed(y)
+        elif y is not None:
+            raise ValueError("this UNet is unconditional (num_classes=None) but labels y were passed")
+        return emb
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, H, W) float in [-1, 1]-ish; t: (B,) timesteps; y: (B,) int64 labels or None.
+
+        Returns (B, out_channels, H, W) in x's dtype (or the autocast dtype).
+        """
+        emb = self.embed(t, y)
+        h = self.stem(x)
+        skips = [h]
+        for block in self.encoder:
+            h = block(h, emb)
+            skips.append(h)
+        h = self.middle(h, emb)
+        for block in self.decoder:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.out_conv(F.silu(self.out_norm(h)))
