@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import compose  # noqa: E402
-
-from beatgans.cli.evaluate import evaluate  # noqa: E402
-from beatgans.metrics import ReferenceStats, load_samples  # noqa: E402
-from beatgans.utils.io import save_samples_npz  # noqa: E402
+from beatgans.cli.common import CONFIG_DIR
+from beatgans.cli.evaluate import evaluate
+from beatgans.metrics import ReferenceStats, load_samples
+from beatgans.utils.io import save_samples_npz
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +27,9 @@ def _digits_u8(n: int, size: int = 8) -> np.ndarray:
 
 
 def _cfg(samples, *extra):
-    return compose("evaluate", [f"samples={samples}", "data=digits", "data.image_size=8", "progress=false",
-                                "device=cpu", *extra])
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("evaluate", [f"samples={samples}", "data=digits", "data.image_size=8", "progress=false",
+                                    "device=cpu", *extra])
 
 
 def test_eval_npz_against_digits_writes_metrics_json_and_caches_reference(tmp_path):

@@ -89,3 +89,14 @@ def test_digits_network_is_deterministic_cached_and_accurate():
     assert (feats["logits"].argmax(1) == y[:64]).float().mean() > 0.9
     with pytest.raises(ValueError, match="image_size"):
         ex(torch.zeros(2, 1, 16, 16, dtype=torch.uint8))
+
+
+def test_target_accuracy_of_real_digits_and_of_wrong_labels():
+    from beatgans.data.digits import load_digits
+    from beatgans.metrics.digits import target_accuracy
+
+    x, y = load_digits(8)
+    u8 = E.quantize_uint8(x[:300]).permute(0, 2, 3, 1).numpy()
+    assert target_accuracy(u8, y[:300].numpy()) > 0.9
+    assert target_accuracy(x[:300], y[:300]) == target_accuracy(u8, y[:300])  # float input is quantised alike
+    assert target_accuracy(u8, ((y[:300] + 1) % 10).numpy()) < 0.1

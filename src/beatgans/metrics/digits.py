@@ -152,11 +152,14 @@ def target_accuracy(images: np.ndarray | torch.Tensor, labels: np.ndarray | torc
         images: (N, S, S, 1) uint8 (ADM NHWC samples) or (N, 1, S, S) float in [-1, 1].
         labels: (N,) int target classes.
     """
-    x = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images
+    x = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images.detach().cpu()
     if x.dtype == torch.uint8:
-        x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = x.permute(0, 3, 1, 2)
+    else:  # judge floats on the same ADM-quantised grid as saved samples
+        x = ((x.float() + 1) * 127.5).clamp(0, 255).to(torch.uint8)
+    x = x.float() / 127.5 - 1.0
     y = torch.as_tensor(np.asarray(labels)).long().cpu()
     net = digits_classifier(int(x.shape[-1]))
     with torch.no_grad():
-        pred = torch.cat([net(b.cpu().float()).argmax(1) for b in x.split(batch_size)])
+        pred = torch.cat([net(b).argmax(1) for b in x.split(batch_size)])
     return float((pred == y).double().mean())
