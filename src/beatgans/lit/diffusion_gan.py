@@ -161,7 +161,6 @@ class DiffusionGANModule(L.LightningModule):
         self.log("gan/T", float(d.T), prog_bar=True)
         if not math.isnan(d.last_r_d):
             self.log("gan/r_d", d.last_r_d)
-        self.log("gan/iteration", float(self.iteration))
         self._last = {k: float(v) for k, v in stats.items()}
         if self.iteration % self.hparams.log_every == 0 or self.iteration == 1:
             self.history.append({"iteration": self.iteration, "p": d.p, "T": d.T, "r_d": d.last_r_d, **self._last})
@@ -222,11 +221,11 @@ class DiffusionGANModule(L.LightningModule):
 
     # ------------------------------------------------------------------ results
     def final_metrics(self) -> dict[str, float]:
-        """Numbers for ``metrics.json``: controller state, last D means, toy mode coverage."""
+        """Numbers for ``metrics.json``: controller state and toy mode coverage (losses and D means are
+        already in the trainer's callback metrics)."""
         d = self.diffusion
         out: dict[str, float] = {"gan/p": d.p, "gan/T": float(d.T), "gan/r_d": d.last_r_d,
                                  "gan/iterations": float(self.iteration)}
-        out.update({f"gan/{k}": v for k, v in self._last.items()})
         if self.eval_modes is not None:
             for tag, use_ema in (("", False), ("ema_", True)):
                 pts = self.sample_images(self.hparams.eval_samples, seed=12345, use_ema=use_ema)
