@@ -41,6 +41,16 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
+def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout (training mode): zero each element with probability ``p``, scale the rest by 1/(1-p).
+
+    Same distribution as `F.dropout`, but a uniform draw + compare is about twice as fast on CPU
+    as the Bernoulli sampler `F.dropout` uses (measured on the benchmark's shapes).
+    """
+    keep = torch.rand_like(x) >= p
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm(32, C) computed in float32 whatever the autocast dtype; returns the input dtype.
 
@@ -187,8 +197,8 @@ class ResBlock(EmbedBlock):
         else:
             h = self.norm2(h + e)
         h = F.silu(h)
-        if self.dropout > 0:
-            h = F.dropout(h, self.dropout, self.training)
+        if self.dropout > 0 and self.training:
+            h = dropout(h, self.dropout)
         h = self.conv2(h)
         out = self.skip(x) + h
         return out * _RESCALE if self.residual_rescale else out
