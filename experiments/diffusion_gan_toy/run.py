@@ -20,7 +20,8 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
-MODELS = {"gan": "toy/gan_25gaussians", "diffusion_gan": "toy/diffusion_gan_25gaussians"}
+MODELS = {"gan": "toy/gan_25gaussians", "diffusion_gan": "toy/diffusion_gan_25gaussians",
+          "diffusion_gan_target0.2": "toy/diffusion_gan_25gaussians_target02"}
 
 
 def train(model: str, seed: int, extra: list[str]) -> Path:
@@ -62,18 +63,18 @@ def aggregate(seeds: list[int]) -> str:
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "table.md").write_text(table + "\n")
 
-    fig = Figure(figsize=(12, 3.6 * len(seeds)))
+    fig = Figure(figsize=(5 * len(MODELS), 3.6 * len(seeds)))
     FigureCanvasAgg(fig)
     for i, seed in enumerate(seeds):
         for j, model in enumerate(MODELS):
             h = hist[(model, seed)]
-            ax = fig.add_subplot(len(seeds), 2, 2 * i + j + 1)
+            ax = fig.add_subplot(len(seeds), len(MODELS), len(MODELS) * i + j + 1)
             it = [r["iteration"] for r in h]
             ax.plot(it, [r["d_real_prob"] for r in h], label="mean sigmoid D(real)")
             ax.plot(it, [r["d_fake_prob"] for r in h], label="mean sigmoid D(fake)")
             ax.set_ylim(0, 1)
             ax.set_title(f"{model}, seed {seed}", fontsize=9)
-            if model == "diffusion_gan":
+            if model.startswith("diffusion_gan"):
                 ax2 = ax.twinx()
                 ax2.plot(it, [r["T"] for r in h], color="gray", ls="--", label="T")
                 ax2.set_ylabel("T", fontsize=8)
@@ -91,14 +92,17 @@ def aggregate(seeds: list[int]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--aggregate-only", action="store_true")
     ap.add_argument("extra", nargs="*", help="extra Hydra overrides for every run")
     args = ap.parse_args()
     if not args.aggregate_only:
         (HERE / "runs").mkdir(exist_ok=True)
         for seed in args.seeds:
-            for model in MODELS:
+            for model in args.models:
                 train(model, seed, args.extra)
+        if args.models != list(MODELS):
+            return  # partial launch (e.g. one model per process); aggregate later with --aggregate-only
     print(aggregate(args.seeds))
 
 

@@ -15,3 +15,4 @@ __all__ = [
     "load_openai_checkpoint",
     "to_openai_state_dict",
 ]
+from beatgans.nets.gan import DCGANDiscriminator, DCGANGenerator, SNGANDiscriminator, SNGANGenerator  # noqa: E402,F401
