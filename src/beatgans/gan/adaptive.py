@@ -91,7 +91,8 @@ class AdaptiveDiffusion:
         self.interval = int(interval)
         self.noise_enabled = bool(noise_enabled)
         self.p = float(min(max(p, 0.0), 1.0))
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
         self.num_steps = 0  # iterations seen by step()
         self.sign_sum = 0.0  # sum of sign(D(real)) since the last update
         self.sign_count = 0  # number of real logits in sign_sum

@@ -19,9 +19,7 @@ def mode_coverage(
         centers: (K, 2) float mode centres.
         std: per-axis standard deviation of each mode.
     Returns:
-        dict with ``modes_covered`` (int as float, 0..K), ``num_modes`` (K), ``hq_share`` in [0, 1]
-        and ``kl_modes``: KL(q || uniform) of the high-quality samples' mode histogram (0 when
-        perfectly balanced; large when collapsed).
+        dict with ``modes_covered`` (int as float, 0..K), ``num_modes`` (K) and ``hq_share`` in [0, 1].
     """
     samples = samples.detach().float().cpu()
     centers = centers.detach().float().cpu()
@@ -30,16 +28,8 @@ def mode_coverage(
     hq = nearest_d <= radius * std
     counts = torch.bincount(nearest[hq], minlength=centers.shape[0]).float()
     covered = int((counts >= min_count).sum())
-    total = counts.sum()
-    if total > 0:
-        q = counts / total
-        nz = q > 0
-        kl = float((q[nz] * (q[nz] * centers.shape[0]).log()).sum())
-    else:
-        kl = float("nan")
     return {
         "modes_covered": float(covered),
         "num_modes": float(centers.shape[0]),
         "hq_share": float(hq.float().mean()),
-        "kl_modes": kl,
     }

@@ -167,6 +167,14 @@ class DiffusionGANModule(L.LightningModule):
         if self.hparams.plot_every and self.iteration % self.hparams.plot_every == 0:
             self.save_scatter(f"scatter_it{self.iteration:07d}")
 
+    def on_train_start(self) -> None:
+        # Under DDP every rank would otherwise draw the same t list and slots (same seed, or the same
+        # restored rank-0 state): fold the rank and the iteration in, deterministically.
+        if self.trainer.world_size > 1:
+            d = self.diffusion
+            d.generator.manual_seed(d.seed * 1_000_003 + self.iteration * 1009 + self.trainer.global_rank)
+            d.t_list = d._draw_t_list(d.T)
+
     def configure_optimizers(self):
         opt_g = build_optimizer(self.g_optimizer_factory, self.generator.parameters())
         opt_d = build_optimizer(self.d_optimizer_factory, self.discriminator.parameters())
