@@ -133,7 +133,7 @@ class _ReferenceFeatureMetric(Metric):
 
 
 class PrecisionRecall(_ReferenceFeatureMetric):
-    """Improved precision and recall, k-NN manifolds (k = 3), computed in row blocks."""
+    """Improved precision and recall, k-NN manifolds (k = 3), computed over block_size x block_size tiles."""
 
     higher_is_better = True
 

@@ -72,18 +72,29 @@ def _squared_distances(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> 
 
 
 def _knn_squared_radii(features: torch.Tensor, k: int, block_size: int) -> torch.Tensor:
-    if features.shape[0] <= k:
-        raise ValueError(f"precision/recall: need more than k={k} feature rows, got {features.shape[0]}.")
+    """Squared distance from each row to its k-th nearest other row, over block_size^2 tiles."""
+    n = features.shape[0]
+    if n <= k:
+        raise ValueError(f"precision/recall: need more than k={k} feature rows, got {n}.")
     sq = (features * features).sum(dim=1)
-    # k + 1 smallest per row: the first is the row itself (distance ~0).
-    return torch.cat([_squared_distances(block, features, sq).kthvalue(k + 1, dim=1).values
-                      for block in features.split(block_size)])
+    radii = []
+    for r0 in range(0, n, block_size):
+        rows, best = features[r0 : r0 + block_size], None
+        for c0 in range(0, n, block_size):
+            d = _squared_distances(rows, features[c0 : c0 + block_size], sq[c0 : c0 + block_size])
+            # Keep the k + 1 smallest seen so far (the first is the row itself, at distance ~0).
+            d = d.topk(min(k + 1, d.shape[1]), dim=1, largest=False).values
+            d = d if best is None else torch.cat([best, d], dim=1)
+            best = d.topk(min(k + 1, d.shape[1]), dim=1, largest=False).values
+        radii.append(best[:, k])
+    return torch.cat(radii)
 
 
 def knn_radii(features: torch.Tensor, k: int = 3, block_size: int = 10000) -> torch.Tensor:
-    """Distance from every row to its k-th nearest other row, in row blocks.
+    """Distance from every row to its k-th nearest other row.
 
-    Memory is O(block_size x N); the full N x N matrix is never formed.
+    Computed over (block_size x block_size) tiles, merging per-row top-(k+1) lists, so memory is
+    O(block_size^2) whatever N; no N x N (or block x N) matrix is formed.
 
     Args:
         features: (N, D) float.
@@ -95,10 +106,16 @@ def knn_radii(features: torch.Tensor, k: int = 3, block_size: int = 10000) -> to
 
 
 def _coverage(queries: torch.Tensor, support: torch.Tensor, support_sq_radii: torch.Tensor, block_size: int) -> float:
-    """Fraction of `queries` inside at least one ball B(support_j, radius_j) (Kynkaanniemi et al. 2019)."""
+    """Fraction of `queries` inside at least one ball B(support_j, radius_j) (Kynkaanniemi et al. 2019),
+    over (block_size x block_size) tiles."""
     sq = (support * support).sum(dim=1)
-    inside = [(_squared_distances(block, support, sq) <= support_sq_radii[None, :]).any(dim=1)
-              for block in queries.split(block_size)]
+    inside = []
+    for rows in queries.split(block_size):
+        hit = torch.zeros(rows.shape[0], dtype=torch.bool, device=rows.device)
+        for c0 in range(0, support.shape[0], block_size):
+            d = _squared_distances(rows, support[c0 : c0 + block_size], sq[c0 : c0 + block_size])
+            hit |= (d <= support_sq_radii[None, c0 : c0 + block_size]).any(dim=1)
+        inside.append(hit)
     return float(torch.cat(inside).double().mean())
 
 
