@@ -114,19 +114,41 @@ def load_classifier(run: str | None, ckpt: str | None, net_cfg: DictConfig | Non
     return net.eval(), config
 
 
-def check_classifier_matches(model_diffusion, model_net, clf_config: DictConfig | None, clf_net) -> None:
-    """`model_diffusion` is the model's un-respaced training process. Refuse a classifier whose noise schedule, number of steps or resolution differs from the model's."""
+def _schedule_name(config: DictConfig | None, node: str = "diffusion") -> str:
+    # The schedule's name for error messages ("linear", "cosine"), when the run config says it.
+    task = config.get("task", {}) if config is not None else {}
+    return str(task.get(node, {}).get("schedule", "?")) if task else "?"
+
+
+def check_classifier_matches(model_diffusion, model_net, clf_config: DictConfig | None, clf_net,
+                             model_config: DictConfig | None = None) -> None:
+    """Refuse, with one sentence, a classifier that cannot guide this model.
+
+    `model_diffusion` is the model's process (respaced or not); the classifier's process comes from its run
+    config (`task.diffusion`). They must share T (before respacing) and abar at every step the model uses,
+    the classifier must work at the model's resolution, and a class-conditional model and its classifier
+    must have the same number of classes. Raises `RunError`.
+    """
     if clf_config is not None and "diffusion" in clf_config.get("task", {}):
         from hydra.utils import instantiate
 
         clf_diff = instantiate(clf_config.task.diffusion)
-        same = (clf_diff.num_timesteps == model_diffusion.num_timesteps
-                and torch.allclose(torch.as_tensor(clf_diff.alphas_cumprod),
-                                   torch.as_tensor(model_diffusion.alphas_cumprod)))
-        if not same:
-            raise RunError("The classifier was trained with a different noise schedule or number of steps "
-                           f"(T={clf_diff.num_timesteps}) than the diffusion model (T="
-                           f"{model_diffusion.num_timesteps}); train it with the model's diffusion config.")
+        t_clf, t_model = clf_diff.base_num_timesteps, model_diffusion.base_num_timesteps
+        if t_clf != t_model:
+            raise RunError(f"The classifier was trained with T={t_clf} diffusion steps but the diffusion model has "
+                           f"T={t_model}; train the classifier with the model's diffusion config.")
+        # abar at the original timesteps both processes share; a respaced model keeps abar at its kept steps.
+        clf_abar = dict(zip(clf_diff.timestep_map.tolist(), torch.as_tensor(clf_diff.alphas_cumprod).tolist()))
+        model_abar = zip(model_diffusion.timestep_map.tolist(), torch.as_tensor(model_diffusion.alphas_cumprod).tolist())
+        if any(t not in clf_abar or abs(clf_abar[t] - a) > 1e-6 * max(a, 1e-12) + 1e-9 for t, a in model_abar):
+            raise RunError(f"The classifier was trained with a different noise schedule "
+                           f"({_schedule_name(clf_config)}) than the diffusion model "
+                           f"({_schedule_name(model_config)}); train the classifier with the model's diffusion "
+                           "config.")
     res_c, res_m = getattr(clf_net, "image_size", None), getattr(model_net, "image_size", None)
     if res_c is not None and res_m is not None and res_c != res_m:
-        raise RunError(f"The classifier works at {res_c}px but the diffusion model at {res_m}px.")
+        raise RunError(f"The classifier works at {res_c}px but the diffusion model at {res_m}px; train the "
+                       "classifier at the model's resolution.")
+    k_c, k_m = getattr(clf_net, "num_classes", None), getattr(model_net, "num_classes", None)
+    if k_c is not None and k_m is not None and k_c != k_m:
+        raise RunError(f"The classifier has {k_c} classes but the class-conditional diffusion model {k_m}.")

@@ -31,8 +31,14 @@ def sample_labels(num_samples: int, num_classes: int | None, classes, seed: int)
 
 
 def build_guidance(cfg: DictConfig, loaded, device) -> tuple[object | None, object | None, int | None]:
-    """(model_wrapper, cond_fn, classifier classes) for `cfg.guidance.name`: none | classifier | cfg | classifier+cfg."""
-    from beatgans.diffusion.guidance import ClassifierFreeGuidance, classifier_cond_fn
+    """(model_wrapper, cond_fn, classifier classes) for `cfg.guidance.name`: none | classifier | cfg | classifier+cfg.
+
+    Classifier guidance loads the classifier run, refuses one whose schedule, T, resolution or classes differ
+    from the model's, and builds `cond_fn(x_t, t_original, y) = scale * grad log p(y | x_t)`; an unconditional
+    model is wrapped so the target labels reach only the classifier. CFG wraps the net in one batched
+    cond/uncond forward with weight `scale` (`cfg_scale` when combined with classifier guidance).
+    """
+    from beatgans.diffusion.guidance import ClassifierFreeGuidance, IgnoreLabels, classifier_cond_fn
 
     g = cfg.guidance
     if g.name not in ("none", "cfg", "classifier", "classifier+cfg"):
@@ -46,9 +52,12 @@ def build_guidance(cfg: DictConfig, loaded, device) -> tuple[object | None, obje
         wrapper = lambda net: ClassifierFreeGuidance(net, w, loaded.num_classes)  # noqa: E731
     if g.name in ("classifier", "classifier+cfg"):
         clf, clf_cfg = load_classifier(g.get("classifier_run"), g.get("classifier_ckpt"), g.get("classifier_net"))
-        check_classifier_matches(loaded.diffusion, loaded.net, clf_cfg, clf)
-        cond_fn = classifier_cond_fn(clf.to(device), g.scale)
+        check_classifier_matches(loaded.diffusion, loaded.net, clf_cfg, clf, loaded.config)
+        clf = clf.to(device).requires_grad_(False)
+        cond_fn = classifier_cond_fn(clf, g.scale)
         clf_classes = getattr(clf, "num_classes", None)
+        if not loaded.num_classes:
+            wrapper = IgnoreLabels
     return wrapper, cond_fn, clf_classes
 
 
