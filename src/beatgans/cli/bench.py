@@ -133,18 +133,25 @@ def _peak_memory(case: _Case, device: torch.device) -> dict:
 
 
 def _flops(case: _Case) -> dict:
+    """Model FLOPs of one training step (forward + backward) and of one forward.
+
+    Counted with attention on SDPA's math backend: the counter has no formula for the fused CPU
+    attention kernel, and the math path exposes the two matmuls (the model's FLOPs either way).
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     model = case.model
     x, t, y, target = case.batch
-    with FlopCounterMode(display=False) as counter:
-        with case.amp:
-            out = model(x, t, y)
-        torch.nn.functional.mse_loss(out.float(), target).backward()
-    train = counter.get_total_flops()
-    model.zero_grad(set_to_none=True)
-    with FlopCounterMode(display=False) as counter, torch.no_grad(), case.amp:
-        model(x, t, y)
+    with sdpa_kernel(SDPBackend.MATH):
+        with FlopCounterMode(display=False) as counter:
+            with case.amp:
+                out = model(x, t, y)
+            torch.nn.functional.mse_loss(out.float(), target).backward()
+        train = counter.get_total_flops()
+        model.zero_grad(set_to_none=True)
+        with FlopCounterMode(display=False) as counter, torch.no_grad(), case.amp:
+            model(x, t, y)
     return {"train_step": int(train), "forward": int(counter.get_total_flops())}
 
 
