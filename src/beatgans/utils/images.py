@@ -23,12 +23,12 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.float() + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
-def make_grid_uint8(images_nhwc: np.ndarray, nrow: int | None = None, pad: int = 1) -> np.ndarray:
-    """Tile (N, H, W, C) uint8 images into one (rows*H', nrow*W', C) array with `pad` pixels of padding."""
+def make_grid_uint8(images_nhwc: np.ndarray, nrow: int | None = None, pad: int = 1, pad_value: int = 128) -> np.ndarray:
+    """Tile (N, H, W, C) uint8 images into one (rows*H', nrow*W', C) array with `pad` grey pixels between them."""
     n, h, w, c = images_nhwc.shape
     nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
     rows = int(math.ceil(n / nrow))
-    grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), dtype=np.uint8)
+    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), pad_value, dtype=np.uint8)
     for i in range(n):
         r, col = divmod(i, nrow)
         y0, x0 = pad + r * (h + pad), pad + col * (w + pad)
