@@ -34,3 +34,15 @@ def test_entry_configs_compose(name, tmp_path):
 def test_debug_and_logger_groups_compose(tmp_path):
     for override in ["debug=default", "logger=csv", "logger=none", "logger=wandb", "trainer=ddp_cpu"]:
         compose("train", [override], output_dir=tmp_path)
+
+
+def test_slurm_launcher_composes(tmp_path):
+    """`hydra/launcher=submitit_slurm` composes (hydra-submitit-launcher comes with the slurm / dev extras)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose("train", ["hydra/launcher=submitit_slurm", "experiment=digits/ddpm"],
+                            return_hydra_config=True)
+    assert "submitit" in cfg.hydra.launcher._target_.lower()

@@ -82,3 +82,21 @@ def test_config_errors_are_clear(tiny_train_cfg, tmp_path):
         train(tiny_train_cfg("task.p_uncond=0.1", out=tmp_path / "b"))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(tiny_train_cfg("ckpt_path=last", out=tmp_path / "c"))
+
+
+def test_bf16_precision_and_gradient_accumulation(tiny_train_cfg, tmp_path, monkeypatch):
+    from beatgans.lit.ema import EMA
+
+    calls = {"n": 0}
+    real = EMA.update
+
+    def counting(self, net):
+        calls["n"] += 1
+        return real(self, net)
+
+    monkeypatch.setattr(EMA, "update", counting)
+    cfg = tiny_train_cfg("trainer.precision=bf16-mixed", "trainer.accumulate_grad_batches=2", "trainer.max_steps=2",
+                         "callbacks.sample_grid.on_train_end=false", out=tmp_path / "bf16")
+    metrics = train(cfg)
+    assert metrics["global_step"] == 2 and math.isfinite(metrics["train/loss"])
+    assert calls["n"] == 2  # one EMA update per optimizer step, not per micro-batch
