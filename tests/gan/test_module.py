@@ -104,3 +104,21 @@ def test_sample_images_per_sample_seeds():
     a = m.sample_images(6, seed=10)
     b = m.sample_images(3, seed=13)
     torch.testing.assert_close(a[3:], b)
+
+
+def test_augment_hook_runs_before_the_diffusion():
+    m = _module(augment=lambda x: x + 100.0)
+    seen = []
+    m.discriminator.register_forward_pre_hook(lambda mod, args: seen.append(args))
+    m.diffusion.noise_enabled = False
+    x = torch.zeros(4, 2)
+    m.run_discriminator(x, None)
+    assert torch.equal(seen[0][0], x + 100.0)
+    m.diffusion.noise_enabled = True
+    m.diffusion.p, m.diffusion.T = 1.0, 1000
+    m.diffusion._build(1000)
+    m.run_discriminator(x, None)
+    d_in, t = seen[1][0], seen[1][1]
+    abar = m.diffusion.alphas_cumprod[t].float()
+    # noised AFTER the augmentation: the mean is sqrt(abar_t) * 100, noise std is tiny (sigma 0.5)
+    torch.testing.assert_close(d_in.mean(1), 100.0 * abar.sqrt(), atol=2.0, rtol=0)
