@@ -32,8 +32,10 @@ def test_bench_writes_json(tmp_path):
             assert entry[kind]["mfu"] is None  # no known peak for a CPU
         assert entry["memory"]["peak_bytes"] > 0
         assert entry["flops"]["train_step"] > 2 * entry["flops"]["forward"] > 0
-    # same architecture -> same FLOP count
-    assert on_disk["models"]["ours"]["flops"] == on_disk["models"]["oracle"]["flops"]
+    # same architecture; ours runs 2x-upsample + 3x3 conv as a 2x2 sub-pixel conv (16 vs 36 MACs per
+    # input pixel), so it executes a bit fewer FLOPs
+    ours, theirs = (on_disk["models"][k]["flops"]["forward"] for k in ("ours", "oracle"))
+    assert 0.8 * theirs < ours < theirs
     assert set(on_disk["ratio_ours_over_oracle"]) == {"train_wall", "train_cpu", "inference_wall", "inference_cpu"}
     assert result["parameters"] == on_disk["parameters"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from beatgans.nets import UNet
-from beatgans.nets.layers import AttentionBlock, GroupNorm32, ResBlock, timestep_embedding
+from beatgans.nets.layers import AttentionBlock, GroupNorm32, ResBlock, timestep_embedding, upsample2x, upsample2x_conv3x3
 
 BASE = dict(image_size=16, in_channels=3, model_channels=32, num_res_blocks=1,
             attention_resolutions=[8], channel_mult=[1, 2])
@@ -183,3 +183,16 @@ def test_eval_mode_is_deterministic_with_dropout():
     assert torch.equal(net(x, t), net(x, t))
     net.train()
     assert not torch.equal(net(x, t), net(x, t))
+
+
+def test_subpixel_upsample_conv_equals_upsample_then_conv():
+    conv = torch.nn.Conv2d(5, 7, 3, padding=1)
+    x = torch.randn(2, 5, 6, 4, requires_grad=True)
+    fast, direct = upsample2x_conv3x3(x, conv), conv(upsample2x(x))
+    assert fast.shape == (2, 7, 12, 8)
+    torch.testing.assert_close(fast, direct, atol=1e-5, rtol=0)
+    g = torch.randn_like(fast)
+    grads_fast = torch.autograd.grad(fast, [x, conv.weight, conv.bias], g)
+    grads_direct = torch.autograd.grad(direct, [x, conv.weight, conv.bias], g)
+    for a, b in zip(grads_fast, grads_direct):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
