@@ -42,7 +42,8 @@ def aggregate(seeds: list[int]) -> str:
     from matplotlib.figure import Figure
 
     rows, hist = [], {}
-    for model in MODELS:
+    models = [m for m in MODELS if all((HERE / "runs" / f"{m}_seed{s}" / "metrics.json").exists() for s in seeds)]
+    for model in models:
         for seed in seeds:
             run = HERE / "runs" / f"{model}_seed{seed}"
             m = json.loads((run / "metrics.json").read_text())
@@ -54,7 +55,7 @@ def aggregate(seeds: list[int]) -> str:
         lines.append(f"| {model} | {seed} | {m['toy/modes_covered']:.0f}/25 | {m['toy/hq_share']:.3f} | "
                      f"{m['toy/ema_modes_covered']:.0f}/25 | {m['toy/ema_hq_share']:.3f} | {m['gan/T']:.0f} | "
                      f"{m['gan/r_d']:.2f} | {m['train_seconds']:.0f} |")
-    for model in MODELS:
+    for model in models:
         ms = [m for mm, _, m in rows if mm == model]
         cov = sum(m["toy/modes_covered"] for m in ms) / len(ms)
         hq = sum(m["toy/hq_share"] for m in ms) / len(ms)
@@ -63,12 +64,12 @@ def aggregate(seeds: list[int]) -> str:
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "table.md").write_text(table + "\n")
 
-    fig = Figure(figsize=(5 * len(MODELS), 3.6 * len(seeds)))
+    fig = Figure(figsize=(5 * len(models), 3.6 * len(seeds)))
     FigureCanvasAgg(fig)
     for i, seed in enumerate(seeds):
-        for j, model in enumerate(MODELS):
+        for j, model in enumerate(models):
             h = hist[(model, seed)]
-            ax = fig.add_subplot(len(seeds), len(MODELS), len(MODELS) * i + j + 1)
+            ax = fig.add_subplot(len(seeds), len(models), len(models) * i + j + 1)
             it = [r["iteration"] for r in h]
             ax.plot(it, [r["d_real_prob"] for r in h], label="mean sigmoid D(real)")
             ax.plot(it, [r["d_fake_prob"] for r in h], label="mean sigmoid D(fake)")
@@ -81,7 +82,7 @@ def aggregate(seeds: list[int]) -> str:
             ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(HERE / "results" / "d_outputs.png", dpi=80)
-    for model in MODELS:
+    for model in models:
         for seed in seeds:
             src = HERE / "runs" / f"{model}_seed{seed}" / "samples" / "scatter_final.png"
             if src.exists():

@@ -94,7 +94,7 @@ class AdaptiveDiffusion:
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.num_steps = 0  # iterations seen by step()
-        self.sign_sum = 0.0  # sum of sign(D(real)) since the last update
+        self.sign_sum: float | torch.Tensor = 0.0  # sum of sign(D(real)) since the last update
         self.sign_count = 0  # number of real logits in sign_sum
         self.last_r_d = float("nan")
         self.T = self._T_from_p(self.p)
@@ -169,12 +169,13 @@ class AdaptiveDiffusion:
     def accumulate(self, real_logits: torch.Tensor) -> None:
         """Record ``sign(D(real))`` of one real pass (logits, any shape)."""
         signs = torch.sign(real_logits.detach().float())
-        self.sign_sum += float(signs.sum())
+        # kept as a (device) tensor: no host sync per pass, only when the controller updates
+        self.sign_sum = self.sign_sum + signs.sum()
         self.sign_count += signs.numel()
 
     def _reduced_r_d(self) -> float:
         """Mean sign over everything accumulated since the last update, across all ranks."""
-        stats = torch.tensor([self.sign_sum, float(self.sign_count)], dtype=torch.float64)
+        stats = torch.tensor([float(self.sign_sum), float(self.sign_count)], dtype=torch.float64)
         if dist.is_available() and dist.is_initialized():
             backend = dist.get_backend()
             device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else "cpu"
@@ -219,7 +220,7 @@ class AdaptiveDiffusion:
             "T": self.T,
             "t_list": self.t_list.clone(),
             "num_steps": self.num_steps,
-            "sign_sum": self.sign_sum,
+            "sign_sum": float(self.sign_sum),
             "sign_count": self.sign_count,
             "last_r_d": self.last_r_d,
             "generator": self.generator.get_state(),
