@@ -64,14 +64,27 @@ class GroupNorm32(nn.GroupNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.normalize(x, self.weight, self.bias)
 
+    def normalize_per_sample(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Group-normalise ``x`` (B, C, *) with a per-sample affine ``weight``, ``bias`` (B, C)."""
+        b, c = x.shape[:2]
+        # One sample of B*C channels and B*G groups: each group still lies within one sample.
+        flat = x.reshape(1, b * c, *x.shape[2:])
+        out = _group_norm(flat, self.num_groups * b, weight.reshape(-1), bias.reshape(-1), self.eps)
+        return out.view(x.shape)
+
     def normalize(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
         """Group-normalise ``x`` in fp32 with an optional per-channel affine; output has x's dtype."""
-        if x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
-            return F.group_norm(x, self.num_groups, weight, bias, self.eps)
-        with torch.autocast(x.device.type, enabled=False):
-            w = None if weight is None else weight.float()
-            b = None if bias is None else bias.float()
-            return F.group_norm(x.float(), self.num_groups, w, b, self.eps).to(x.dtype)
+        return _group_norm(x, self.num_groups, weight, bias, self.eps)
+
+
+def _group_norm(x: torch.Tensor, groups: int, weight, bias, eps: float) -> torch.Tensor:
+    """F.group_norm in float32 (outside autocast), returned in x's dtype; no copies for fp32 input."""
+    if x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
+        return F.group_norm(x, groups, weight, bias, eps)
+    with torch.autocast(x.device.type, enabled=False):
+        w = None if weight is None else weight.float()
+        b = None if bias is None else bias.float()
+        return F.group_norm(x.float(), groups, w, b, eps).to(x.dtype)
 
 
 class EmbedBlock(nn.Module):
@@ -215,16 +228,17 @@ class ResBlock(EmbedBlock):
             h, x = self.conv1(self.resample(h)), self.resample(x)
         else:
             h = self.conv1(h)
-        e = self.emb_proj(F.silu(emb)).to(h.dtype)[:, :, None, None]
+        e = self.emb_proj(F.silu(emb))
         if self.use_scale_shift_norm:
-            # Fold the GroupNorm affine and the per-sample modulation into one pass:
-            # (x_hat * w + b) * (1 + s) + sh == x_hat * (w (1 + s)) + (b (1 + s) + sh).
+            # AdaGN with the GroupNorm affine folded into a per-sample affine:
+            # (x_hat * w + b) * (1 + s) + sh == x_hat * (w (1 + s)) + (b (1 + s) + sh), applied by
+            # the GroupNorm kernel itself on the batch viewed as one sample of B * C channels
+            # (groups never straddle samples, so the statistics are unchanged).
             scale, shift = e.chunk(2, dim=1)
             scale = scale + 1.0
-            w = self.norm2.weight.to(h.dtype)[None, :, None, None]
-            b = self.norm2.bias.to(h.dtype)[None, :, None, None]
-            h = torch.addcmul(torch.addcmul(shift, b, scale), self.norm2.normalize(h, None, None), w * scale)
+            h = self.norm2.normalize_per_sample(h, self.norm2.weight * scale, torch.addcmul(shift, self.norm2.bias, scale))
         else:
+            e = e.to(h.dtype)[:, :, None, None]
             h = self.norm2(h + e)
         h = F.silu(h)
         if self.dropout > 0 and self.training:
