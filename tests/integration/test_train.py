@@ -100,3 +100,12 @@ def test_bf16_precision_and_gradient_accumulation(tiny_train_cfg, tmp_path, monk
     metrics = train(cfg)
     assert metrics["global_step"] == 2 and math.isfinite(metrics["train/loss"])
     assert calls["n"] == 2  # one EMA update per optimizer step, not per micro-batch
+
+
+def test_metrics_callback_during_training_lands_in_metrics_json(tiny_train_cfg, tmp_path):
+    cfg = tiny_train_cfg("metrics=fid", "callbacks.sample_metrics.every_n_steps=2",
+                         "callbacks.sample_metrics.num_samples=12", "callbacks.sample_metrics.steps=3",
+                         "callbacks.sample_grid.on_train_end=false", out=tmp_path / "m")
+    train(cfg)
+    saved = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert saved["metrics/fid"] > 0 and math.isfinite(saved["metrics/fid"])
