@@ -12,7 +12,7 @@ without it only our net is timed and the JSON says so.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from beatgans.cli.common import CONFIG_DIR
-from beatgans.nets import UNet, default_channel_mult, to_openai_state_dict
+from beatgans.nets import UNet
 from beatgans.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -39,28 +39,26 @@ PEAK_FLOPS = {
 }
 
 
-def oracle_unet(net: UNet, net_cfg: dict) -> torch.nn.Module | None:
-    """guided-diffusion's UNetModel with ``net``'s configuration and weights, or None if not installed."""
-    try:
-        gd_unet = importlib.import_module("guided_diffusion.unet")
-    except ImportError:
+def oracle_unet(net: UNet, net_cfg: dict, baseline_file: str | None) -> torch.nn.Module | None:
+    """The reference network built by `build_baseline(net, net_cfg)` in `baseline_file` (by default
+    benchmarks/guided_diffusion_baseline.py, outside the package, so the product never imports the oracle),
+    or None when the file or the package it needs is missing."""
+    if not baseline_file:
         return None
-    size = net.image_size
-    model = gd_unet.UNetModel(
-        image_size=size, in_channels=net.in_channels, model_channels=net.model_channels,
-        out_channels=net.out_channels, num_res_blocks=net_cfg["num_res_blocks"],
-        # theirs takes downsample factors, ours resolutions
-        attention_resolutions=tuple(size // r for r in net_cfg["attention_resolutions"]),
-        dropout=net_cfg.get("dropout", 0.0), channel_mult=tuple(net_cfg.get("channel_mult") or default_channel_mult(size)),
-        num_classes=net.num_classes, num_heads=net_cfg.get("num_heads", 1),
-        num_head_channels=net_cfg.get("num_head_channels", -1),
-        num_heads_upsample=net_cfg.get("num_heads_upsample", -1),
-        use_scale_shift_norm=net_cfg.get("use_scale_shift_norm", True),
-        resblock_updown=net_cfg.get("resblock_updown", False),
-        use_new_attention_order=net_cfg.get("use_new_attention_order", False),
-    )
-    model.load_state_dict(to_openai_state_dict(net))
-    return model
+    path = Path(baseline_file)
+    if not path.is_absolute():
+        path = Path(CONFIG_DIR).parent / path
+    if not path.is_file():
+        log.warning("baseline file %s not found: benchmarking our UNet only", path)
+        return None
+    spec = importlib.util.spec_from_file_location("beatgans_bench_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        return module.build_baseline(net, net_cfg)
+    except ImportError as err:
+        log.warning("baseline %s unavailable (%s): benchmarking our UNet only", path, err)
+        return None
 
 
 def _sync(device: torch.device) -> None:
@@ -196,7 +194,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     net_cfg = OmegaConf.to_container(cfg.net, resolve=True)
     net = hydra.utils.instantiate(cfg.net)
-    oracle = oracle_unet(net, net_cfg) if cfg.oracle else None
+    oracle = oracle_unet(net, net_cfg, cfg.get("baseline_file")) if cfg.oracle else None
     models = {"ours": net}
     if oracle is not None:
         models["oracle"] = oracle
@@ -227,7 +225,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         "peak_flops_per_s": peak, "models": {},
     }
     if oracle is None and cfg.oracle:
-        log.warning("guided_diffusion is not importable: benchmarking our UNet only")
+        log.warning("no oracle network: benchmarking our UNet only")
     for name, case in cases.items():
         entry = {"train": _summary(train[name], cfg.batch_size), "inference": _summary(infer[name], cfg.batch_size),
                  "memory": _peak_memory(case, device), "flops": _flops(case)}
