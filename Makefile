@@ -6,7 +6,6 @@ STAMP := $(VENV)/.beatgans-installed
 # torch as pinned by this machine's pip configuration (resolves from local files here); pyproject keeps ranges.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
-export OMP_NUM_THREADS ?= 1
 
 .PHONY: demo test install clean
 
@@ -24,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/beatgans-train experiment=digits/ddpm
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 WANDB_MODE=offline $(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache
