@@ -108,3 +108,15 @@ def test_torchvision_offline_missing_gives_one_clear_sentence(tmp_path):
     dm = TorchvisionDataModule(name="cifar10", root=str(tmp_path / "c10"), download=False)
     with pytest.raises(DataError, match="CIFAR10 is not available under .* supply it by placing"):
         dm.setup()
+
+
+def test_toy2d_config_instantiates(tmp_path):
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose
+
+    dm = instantiate(compose("train", ["data=toy2d"], output_dir=tmp_path).data)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (256, 2) and (y == -1).all()
+    with pytest.raises(DataError, match="2-D points"):
+        Toy2DDataModule(image_size=16)

@@ -145,11 +145,14 @@ class Toy2DDataModule(BaseDataModule):
 
     channels = 2
 
-    def __init__(self, name: str = "gaussian_grid", num_points: int = 20000, num_classes: None = None, **kwargs):
+    def __init__(self, name: str = "gaussian_grid", num_points: int = 20000, num_classes: None = None,
+                 image_size: None = None, channels: int = 2, **kwargs):
         kwargs.setdefault("val_fraction", 0.0)
         super().__init__(**kwargs)
         if num_classes is not None:
             raise DataError("toy2d data has no class labels; set data.num_classes=null.")
+        if image_size is not None or channels != 2:
+            raise DataError("toy2d data are 2-D points: set data.image_size=null and data.channels=2.")
         self.name = name
         self.num_points = num_points
 
