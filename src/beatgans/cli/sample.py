@@ -125,7 +125,9 @@ def judge_and_evaluate(images: np.ndarray, labels: np.ndarray | None, cfg: DictC
         from beatgans.metrics.evaluate import evaluate_samples
 
         out.update(evaluate_samples(images, reference=cfg.metrics.get("reference"), metrics=names,
-                                    extractor=cfg.metrics.get("extractor", "auto")))
+                                    extractor=cfg.metrics.get("extractor", "auto"),
+                                    batch_size=int(cfg.metrics.get("batch_size") or 100),
+                                    inception_weights=cfg.metrics.get("inception_weights")))
     return out
 
 
