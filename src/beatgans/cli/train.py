@@ -22,7 +22,7 @@ from beatgans.cli.common import (
     save_resolved_config,
 )
 from beatgans.utils.io import update_json
-from beatgans.utils.logging import get_logger
+from beatgans.utils.logging import get_logger, rank
 
 log = get_logger(__name__)
 
@@ -77,7 +77,7 @@ def train(cfg: DictConfig) -> dict:
 
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    if cfg.get("print_config", True):
+    if cfg.get("print_config", True) and rank() == 0:
         print_config_tree(cfg)
     save_resolved_config(cfg, run_dir)
     if cfg.get("logger") and any("Wandb" in str(v.get("_target_", "")) for v in cfg.logger.values()):
