@@ -61,3 +61,23 @@ def test_missing_run_is_a_clear_error(tmp_path):
 
     with pytest.raises(RunError, match="is not a beatgans run directory"):
         generate(_sample_cfg(tmp_path / "nope", tmp_path))
+
+
+def test_torchrun_two_processes_match_one_process(tiny_run, tmp_path):
+    """Two gloo ranks (torchrun) take indices r, r + 2, ...; the merged npz equals one process's."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    args = [f"run={tiny_run}", "sampler.steps=4", "num_samples=5", "batch_size=2", "judge=false"]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "beatgans.cli.sample", *args, f"hydra.run.dir={tmp_path / 'ddp'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single, labels, _ = generate(_sample_cfg(tiny_run, tmp_path, "num_samples=5", "batch_size=5"))
+    data = np.load(next((tmp_path / "ddp").glob("samples_*.npz")))
+    assert np.array_equal(data["arr_0"], single) and np.array_equal(data["arr_1"], labels)
+    assert not list((tmp_path / "ddp").glob(".shard_*"))
