@@ -67,7 +67,6 @@ def load_weights(net: nn.Module, state_dict: dict, source: Path) -> None:
 
         load_openai_checkpoint(net, state_dict)
         return
-    missing, unexpected = [], []
     own = net.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))

@@ -9,7 +9,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_only
 
 from beatgans.utils.images import save_grid_png, to_uint8
 from beatgans.utils.logging import get_logger
@@ -62,6 +61,7 @@ class SampleGridCallback(L.Callback):
         self.scale = scale
         self.at_end = on_train_end
         self.last_path: Path | None = None
+        self._done_step: int | None = None
 
     def _labels_and_nrow(self, pl_module) -> tuple[torch.Tensor | None, int | None, int]:
         k = getattr(pl_module, "num_classes", None)
@@ -85,19 +85,13 @@ class SampleGridCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and trainer.is_last_batch is not None:
-            if getattr(self, "_done_step", None) != step:
-                self._done_step = step
-                self.make_grid(trainer, pl_module, f"grid_step{step:07d}")
+        # global_step repeats across micro-batches under gradient accumulation: one grid per step.
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and self._done_step != step:
+            self._done_step = step
+            self.make_grid(trainer, pl_module, f"grid_step{step:07d}")
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.at_end:
             path = self.make_grid(trainer, pl_module, "final_grid")
             if path is not None:
                 log.info("Final sample grid: %s", path)
-
-
-@rank_zero_only
-def log_paths(trainer: L.Trainer, extra: dict[str, Any]) -> None:
-    for key, value in extra.items():
-        log.info("%s: %s", key, value)
