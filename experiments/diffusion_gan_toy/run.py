@@ -29,17 +29,20 @@ ARMS = {
 RUNS = HERE / "runs"
 
 
-def run_dir(arm: str, seed: int) -> Path:
-    return RUNS / f"loop_{arm}_seed{seed}"
+def run_dir(arm: str, seed: int, tag: str = "loop") -> Path:
+    return RUNS / f"{tag}_{arm}_seed{seed}"
 
 
-def aggregate(seeds: list[int], iterations: int) -> str:
+def aggregate(seeds: list[int], iterations: int, tag: str = "loop") -> str:
+    def rd(a: str, s: int) -> Path:
+        return run_dir(a, s, tag)
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    arms = [a for a in ARMS if all((run_dir(a, s) / "metrics.json").exists() for s in seeds)]
-    rows = {(a, s): json.loads((run_dir(a, s) / "metrics.json").read_text()) for a in arms for s in seeds}
-    hist = {(a, s): json.loads((run_dir(a, s) / "gan_history.json").read_text()) for a in arms for s in seeds}
+    arms = [a for a in ARMS if all((rd(a, s) / "metrics.json").exists() for s in seeds)]
+    rows = {(a, s): json.loads((rd(a, s) / "metrics.json").read_text()) for a in arms for s in seeds}
+    hist = {(a, s): json.loads((rd(a, s) / "gan_history.json").read_text()) for a in arms for s in seeds}
     lines = ["| arm | seed | modes covered (G) | HQ share (G) | modes covered (EMA G) | HQ share (EMA G) "
              "| final T | max T | final r_d | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (a, s), m in rows.items():
@@ -53,8 +56,9 @@ def aggregate(seeds: list[int], iterations: int) -> str:
         lines.append(f"| **{a} mean** | | {mean['modes_covered']:.1f}/25 | {mean['hq_share']:.3f} | "
                      f"{mean['ema_modes_covered']:.1f}/25 | {mean['ema_hq_share']:.3f} | | | | |")
     table = "\n".join(lines)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "table.md").write_text(f"{iterations} iterations per run, seeds {seeds}\n\n{table}\n")
+    res = HERE / "results" if tag == "loop" else HERE / "results" / tag
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "table.md").write_text(f"{iterations} iterations per run, seeds {seeds}\n\n{table}\n")
 
     fig = Figure(figsize=(5 * len(arms), 3.2 * len(seeds)))
     FigureCanvasAgg(fig)
@@ -73,10 +77,10 @@ def aggregate(seeds: list[int], iterations: int) -> str:
                 ax2.set_ylabel("T (dashed)", fontsize=8)
             ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(HERE / "results" / "d_outputs.png", dpi=70)
+    fig.savefig(res / "d_outputs.png", dpi=70)
     for a in arms:
         for s in seeds:
-            shutil.copy(run_dir(a, s) / "scatter_final.png", HERE / "results" / f"scatter_{a}_seed{s}.png")
+            shutil.copy(rd(a, s) / "scatter_final.png", res / f"scatter_{a}_seed{s}.png")
     return table
 
 
@@ -85,6 +89,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--models", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--iterations", type=int, default=10_000)
+    ap.add_argument("--lr", type=float, default=1e-4, help="Adam lr for G and D")
+    ap.add_argument("--tag", default="loop", help="protocol name: runs/<tag>_<arm>_seed<s>, results/<tag>/")
     ap.add_argument("--aggregate-only", action="store_true")
     args = ap.parse_args()
     if not args.aggregate_only:
@@ -92,11 +98,12 @@ def main() -> None:
 
         for seed in args.seeds:
             for arm in args.models:
-                m = train_toy(run_dir(arm, seed), seed, iterations=args.iterations, **ARMS[arm])
+                m = train_toy(run_dir(arm, seed, args.tag), seed, iterations=args.iterations, lr=args.lr,
+                              **ARMS[arm])
                 print(arm, seed, json.dumps(m), flush=True)
         if args.models != list(ARMS):
             return  # partial launch; aggregate later with --aggregate-only
-    print(aggregate(args.seeds, args.iterations))
+    print(aggregate(args.seeds, args.iterations, args.tag))
 
 
 if __name__ == "__main__":

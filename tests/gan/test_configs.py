@@ -40,3 +40,46 @@ def test_task_instantiates(name):
         assert module.eval_modes.shape == (25, 2)
         dm = instantiate(cfg.data)
         assert dm.num_classes is None
+
+
+def test_toy_configs_follow_the_recorded_protocol():
+    """conf/experiment/toy holds the protocol of experiments/diffusion_gan_toy/loop.py's 10k table."""
+    import inspect
+    import sys
+
+    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    from loop import train_toy
+
+    defaults = {k: v.default for k, v in inspect.signature(train_toy).parameters.items()}
+    for name in ("toy/diffusion_gan_25gaussians", "toy/gan_25gaussians"):
+        cfg = _compose(name)
+        iterations = cfg.trainer.max_steps // 2  # G and D optimizer steps per iteration
+        assert iterations == 10_000 and cfg.data.batch_size == defaults["batch"]
+        assert cfg.data.num_points == cfg.data.batch_size * iterations  # fresh points for every batch
+        for opt in (cfg.task.g_optimizer, cfg.task.d_optimizer):
+            assert opt.lr == defaults["lr"] and tuple(opt.betas) == defaults["betas"]
+        assert cfg.task.r1_gamma == 0 and cfg.task.ema_rate == 0.999 and cfg.task.eval_std == defaults["data_std"]
+        assert cfg.task.diffusion.target == defaults["target"] and cfg.task.diffusion.sigma == 0.05
+
+
+def test_toy_experiment_trains_through_the_cli(tmp_path):
+    """beatgans-train experiment=toy/diffusion_gan_25gaussians end to end (shrunk): metrics.json, history,
+    scatter plot and csv rows with the controller state."""
+    import csv
+    import json
+
+    from beatgans.cli.train import train
+    from tests.conftest import compose
+
+    cfg = compose("train", ["experiment=toy/diffusion_gan_25gaussians", "trainer.max_steps=40",
+                            "data.num_points=1280", "data.batch_size=64", "task.plot_every=20",
+                            "task.eval_samples=500", "logger=csv", "trainer.log_every_n_steps=5",
+                            "trainer.enable_progress_bar=false", "print_config=false",
+                            "net.generator.hidden=16", "net.discriminator.hidden=16"], output_dir=tmp_path)
+    train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["gan/iterations"] == 20 and 0 <= metrics["toy/modes_covered"] <= 25
+    assert len(json.loads((tmp_path / "gan_history.json").read_text())) >= 1
+    assert (tmp_path / "samples" / "scatter_it0000020.png").is_file()
+    rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("gan/T")]
+    assert len(rows) == 4 and all(10 <= float(r["gan/T"]) <= 1000 for r in rows)

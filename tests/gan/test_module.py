@@ -122,3 +122,25 @@ def test_augment_hook_runs_before_the_diffusion():
     abar = m.diffusion.alphas_cumprod[t].float()
     # noised AFTER the augmentation: the mean is sqrt(abar_t) * 100, noise std is tiny (sigma 0.5)
     torch.testing.assert_close(d_in.mean(1), 100.0 * abar.sqrt(), atol=2.0, rtol=0)
+
+
+def test_metrics_logged_only_on_logging_steps(tmp_path):
+    """self.log is skipped on steps Lightning would not write; the logged rows and history are intact."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    m = _module(plot_every=0)
+    calls = []
+    orig = m.log_dict
+    m.log_dict = lambda *a, **k: (calls.append(m.iteration), orig(*a, **k))[1]
+    L.Trainer(max_steps=2 * 12, accelerator="cpu", logger=CSVLogger(tmp_path, name="csv"), log_every_n_steps=4,
+              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+              default_root_dir=str(tmp_path)).fit(m, _loader())
+    # log_dict runs twice per logging iteration; Lightning writes every 4th batch (batches 4, 8, 12)
+    assert sorted(set(calls)) == [4, 8, 12] and len(calls) == 6
+    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    logged = [r for r in rows if r.get("train/loss_d")]
+    assert len(logged) == 3 and all(float(r["gan/T"]) >= 10 for r in logged)
+    assert all(0 < float(r["train/d_real_prob"]) < 1 for r in logged)
+    assert [h["iteration"] for h in m.history] == [1, 5, 10]  # log_every=5 history is independent of the logger
