@@ -170,9 +170,15 @@ def test_channels_last_matches_contiguous(updown, new_order):
     _perturb(net)
     x, t = _inputs()
     ref = net(x, t)
+    ref.square().mean().backward()
+    ref_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad(set_to_none=True)
     net_cl = net.to(memory_format=torch.channels_last)
     out = net_cl(x.contiguous(memory_format=torch.channels_last), t)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    out.square().mean().backward()
+    for g, r in zip((p.grad for p in net_cl.parameters()), ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4)
 
 
 def test_eval_mode_is_deterministic_with_dropout():
@@ -196,3 +202,20 @@ def test_subpixel_upsample_conv_equals_upsample_then_conv():
     grads_direct = torch.autograd.grad(direct, [x, conv.weight, conv.bias], g)
     for a, b in zip(grads_fast, grads_direct):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_adagn_and_fused_upsampling_keep_channels_last():
+    """NHWC in -> NHWC out (no hidden NCHW copies, which cost a reorder at the next conv), same values."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 64, 8, 8)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    norm = GroupNorm32(64)
+    w, b = torch.randn(3, 64), torch.randn(3, 64)
+    ref = norm.normalize_per_sample(x, w, b)
+    out = norm.normalize_per_sample(x_cl, w, b)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    conv = torch.nn.Conv2d(64, 32, 3, padding=1)
+    up = upsample2x_conv3x3(x_cl, conv)
+    assert up.is_contiguous(memory_format=torch.channels_last) and not up.is_contiguous()
+    torch.testing.assert_close(up, conv(upsample2x(x)), atol=1e-5, rtol=1e-5)

@@ -67,6 +67,10 @@ class GroupNorm32(nn.GroupNorm):
     def normalize_per_sample(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Group-normalise ``x`` (B, C, *) with a per-sample affine ``weight``, ``bias`` (B, C)."""
         b, c = x.shape[:2]
+        if _is_channels_last(x):
+            # keep channels_last: normalise, then the per-sample affine as one broadcast addcmul
+            out = _group_norm(x, self.num_groups, None, None, self.eps)
+            return torch.addcmul(bias[:, :, None, None].to(out.dtype), out, weight[:, :, None, None].to(out.dtype))
         # One sample of B*C channels and B*G groups: each group still lies within one sample.
         flat = x.reshape(1, b * c, *x.shape[2:])
         out = _group_norm(flat, self.num_groups * b, weight.reshape(-1), bias.reshape(-1), self.eps)
@@ -147,7 +151,13 @@ def upsample2x_conv3x3(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     phases = phases.view(b, 2, 2, out_ch, h + 1, wd + 1)
     # output row 2i + a uses phase a at padded position i + a (likewise columns)
     rows_out = [torch.stack([phases[:, a, c, :, a:a + h, c:c + wd] for c in (0, 1)], dim=-1) for a in (0, 1)]
-    return torch.stack(rows_out, dim=3).reshape(b, out_ch, 2 * h, 2 * wd)  # (B, O, H, 2, W, 2) -> (B, O, 2H, 2W)
+    out = torch.stack(rows_out, dim=3).reshape(b, out_ch, 2 * h, 2 * wd)  # (B, O, H, 2, W, 2) -> (B, O, 2H, 2W)
+    return out.contiguous(memory_format=torch.channels_last) if _is_channels_last(x) else out
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """True for a 4-D tensor laid out NHWC (and not also NCHW-contiguous, as C = 1 or H = W = 1 would be)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 class Upsample(nn.Module):
