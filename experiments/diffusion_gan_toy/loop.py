@@ -31,14 +31,18 @@ from beatgans.nets.toy import ToyDiscriminator, ToyGenerator
 
 def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, iterations: int,
               batch: int = 512, lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.9), z_dim: int = 2,
-              data_std: float = 0.05, target: float = 0.6, log_every: int = 250) -> dict:
-    """Train one arm; write metrics.json, gan_history.json and scatter PNGs into ``out_dir``."""
+              data_std: float = 0.05, target: float = 0.6, log_every: int = 250, spacing: float = 2.0) -> dict:
+    """Train one arm; write metrics.json, gan_history.json and scatter PNGs into ``out_dir``.
+
+    ``spacing`` is the grid spacing (2 -> centres {-4..4}^2); ``data_std`` the per-mode std. Scaling
+    both by the same factor is the same task up to units (the coverage radius, 3 std, scales along).
+    """
     torch.manual_seed(seed)
     data_gen = torch.Generator().manual_seed(10_000 + seed)
     diffusion = AdaptiveDiffusion(sigma=sigma, target=target, noise_enabled=noise_enabled, seed=seed)
     opt = partial(torch.optim.Adam, lr=lr, betas=betas)
     module = DiffusionGANModule(ToyGenerator(z_dim=z_dim), ToyDiscriminator(), diffusion, opt, opt,
-                                r1_gamma=0.0, ema_rate=0.999, eval_modes=gaussian_grid_modes(),
+                                r1_gamma=0.0, ema_rate=0.999, eval_modes=gaussian_grid_modes(spacing),
                                 eval_std=data_std, save_artifacts=False)
     G, D = module.generator, module.discriminator
     opt_g, opt_d = opt(G.parameters()), opt(D.parameters())
@@ -57,7 +61,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
         # D step
         with torch.no_grad():
             fake = G(torch.randn(batch, z_dim))
-        real, _ = sample_gaussian_grid(batch, std=data_std, generator=data_gen)
+        real, _ = sample_gaussian_grid(batch, std=data_std, spacing=spacing, generator=data_gen)
         fake_logits = module.run_discriminator(fake, None)
         real_logits = module.run_discriminator(real, None)
         diffusion.accumulate(real_logits)
@@ -79,7 +83,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
         if it in (iterations // 4, iterations // 2):
             _scatter(module, out_dir / f"scatter_it{it:06d}.png", f"it {it} T={diffusion.T}")
     seconds = time.time() - start
-    metrics = {"iterations": iterations, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
+    metrics = {"iterations": iterations, "lr": lr, "spacing": spacing, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
                "max_T": max([h["T"] for h in history] or [diffusion.T]), "r_d": diffusion.last_r_d}
     for tag, use_ema in (("", False), ("ema_", True)):
         pts = module.sample_images(2500, seed=12345, use_ema=use_ema)

@@ -268,6 +268,18 @@ class DiffusionGANModule(L.LightningModule):
             self.save_scatter("scatter_final")
 
     # ------------------------------------------------------------------ checkpoints
+    def get_extra_state(self) -> dict:
+        """The controller, iteration counter and history travel with ``state_dict()``: ddp_spawn hands the
+        trained module back to the launching process through its state dict, so ``metrics.json`` and
+        post-fit sampling there see the trained controller, not a fresh one."""
+        return {"adaptive_diffusion": self.diffusion.state_dict(), "gan_iteration": self.iteration,
+                "gan_history": self.history}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.diffusion.load_state_dict(state["adaptive_diffusion"])
+        self.iteration = int(state["gan_iteration"])
+        self.history = list(state["gan_history"])
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["adaptive_diffusion"] = self.diffusion.state_dict()
         checkpoint["gan_iteration"] = self.iteration
