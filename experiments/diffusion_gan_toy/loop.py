@@ -31,11 +31,14 @@ from beatgans.nets.toy import ToyDiscriminator, ToyGenerator
 
 def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, iterations: int,
               batch: int = 512, lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.9), z_dim: int = 2,
-              data_std: float = 0.05, target: float = 0.6, log_every: int = 250, spacing: float = 2.0) -> dict:
+              data_std: float = 0.05, target: float = 0.6, log_every: int = 250, spacing: float = 2.0,
+              r1_gamma: float = 0.0, r1_interval: int = 16) -> dict:
     """Train one arm; write metrics.json, gan_history.json and scatter PNGs into ``out_dir``.
 
     ``spacing`` is the grid spacing (2 -> centres {-4..4}^2); ``data_std`` the per-mode std. Scaling
     both by the same factor is the same task up to units (the coverage radius, 3 std, scales along).
+    ``r1_gamma`` > 0 adds the module's lazy R1 (every ``r1_interval`` iterations, on the clean reals
+    taken through the noising, scaled by the interval).
     """
     torch.manual_seed(seed)
     data_gen = torch.Generator().manual_seed(10_000 + seed)
@@ -63,9 +66,14 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
             fake = G(torch.randn(batch, z_dim))
         real, _ = sample_gaussian_grid(batch, std=data_std, spacing=spacing, generator=data_gen)
         fake_logits = module.run_discriminator(fake, None)
+        do_r1 = r1_gamma > 0 and (it - 1) % r1_interval == 0
+        real.requires_grad_(do_r1)
         real_logits = module.run_discriminator(real, None)
         diffusion.accumulate(real_logits)
         loss_d = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        if do_r1:  # DiffusionGANModule.training_step's lazy R1
+            (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+            loss_d = loss_d + grad.square().sum(1).mean() * (r1_gamma / 2) * r1_interval
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
@@ -83,7 +91,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
         if it in (iterations // 4, iterations // 2):
             _scatter(module, out_dir / f"scatter_it{it:06d}.png", f"it {it} T={diffusion.T}")
     seconds = time.time() - start
-    metrics = {"iterations": iterations, "lr": lr, "spacing": spacing, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
+    metrics = {"iterations": iterations, "lr": lr, "r1_gamma": r1_gamma, "r1_interval": r1_interval, "spacing": spacing, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
                "max_T": max([h["T"] for h in history] or [diffusion.T]), "r_d": diffusion.last_r_d}
     for tag, use_ema in (("", False), ("ema_", True)):
         pts = module.sample_images(2500, seed=12345, use_ema=use_ema)

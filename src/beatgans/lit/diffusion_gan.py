@@ -275,6 +275,12 @@ class DiffusionGANModule(L.LightningModule):
         return {"adaptive_diffusion": self.diffusion.state_dict(), "gan_iteration": self.iteration,
                 "gan_history": self.history}
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the extra state existed: keep the current state (their
+        # on_load_checkpoint keys restore it) instead of failing a strict load
+        state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def set_extra_state(self, state: dict) -> None:
         self.diffusion.load_state_dict(state["adaptive_diffusion"])
         self.iteration = int(state["gan_iteration"])
