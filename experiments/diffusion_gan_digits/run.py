@@ -4,8 +4,10 @@ Trains both through the train CLI (experiment=digits/gan and digits/diffusion_ga
 losses, budget and seed), then samples 1,797 images (the data set size) from each EMA generator and
 scores them with the digits feature net (FID and precision/recall, k = 3) against the clean digits.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python experiments/diffusion_gan_digits/run.py
-    (add --aggregate-only to rescore existing runs; extra Hydra overrides go at the end)
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python experiments/diffusion_gan_digits/run.py --seed 1
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python experiments/diffusion_gan_digits/run.py --aggregate-only --seeds 0 1 2
+    (--aggregate-only tabulates existing runs, scores cached in each run's scores.json; extra Hydra
+    overrides for both trainings go at the end)
 """
 
 from __future__ import annotations
@@ -53,45 +55,59 @@ def score(run_dir: Path, num_samples: int = 1797) -> dict[str, float]:
     return evaluate_samples(uint8, None, metrics=("fid", "pr"), extractor="digits")
 
 
-def aggregate(seed: int) -> str:
+def aggregate(seeds: list[int]) -> str:
+    """Score every (model, seed) run (cached in its scores.json), tabulate per seed and the mean, plot the
+    adaptive T / r_d and D's mean outputs for each seed, copy the first seed's sample grids."""
+    import statistics
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    lines = ["| model | FID (digits feat.) | precision | recall | final T | final p | iterations | train s |",
-             "|---|---|---|---|---|---|---|---|"]
-    fig = Figure(figsize=(11, 3.5))
+    lines = ["| model | seed | FID (digits feat.) | precision | recall | final T | final p | iterations | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    fig = Figure(figsize=(11, 3.5 * len(seeds)))
     FigureCanvasAgg(fig)
-    ax_t, ax_d = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    scores: dict[str, list[dict]] = {m: [] for m in MODELS}
+    for row, seed in enumerate(seeds):
+        ax_t, ax_d = fig.add_subplot(len(seeds), 2, 2 * row + 1), fig.add_subplot(len(seeds), 2, 2 * row + 2)
+        for model in MODELS:
+            run = HERE / "runs" / f"{model}_seed{seed}"
+            m = json.loads((run / "metrics.json").read_text())
+            cached = run / "scores.json"
+            s = json.loads(cached.read_text()) if cached.exists() else score(run)
+            cached.write_text(json.dumps(s, indent=1))
+            scores[model].append(s)
+            lines.append(f"| {model} | {seed} | {s['fid']:.2f} | {s['precision']:.3f} | {s['recall']:.3f} | "
+                         f"{m['gan/T']:.0f} | {m['gan/p']:.3f} | {m['gan/iterations']:.0f} | {m['train_seconds']:.0f} |")
+            h = json.loads((run / "gan_history.json").read_text())
+            it = [r["iteration"] for r in h]
+            if model == "diffusion_gan":
+                ax_t.plot(it, [r["T"] for r in h], label="T (adaptive)")
+                ax_t2 = ax_t.twinx()
+                ax_t2.plot(it, [r["r_d"] for r in h], color="tab:orange", alpha=0.6, label="r_d")
+                ax_t2.axhline(0.6, color="tab:orange", ls=":", lw=0.8)
+                ax_t2.set_ylabel("r_d")
+            ax_d.plot(it, [r["d_real_prob"] for r in h], label=f"{model}: sigmoid D(real)")
+            ax_d.plot(it, [r["d_fake_prob"] for r in h], ls="--", label=f"{model}: sigmoid D(fake)")
+            grids = sorted((run / "samples").glob("final_grid*.png"))
+            if grids and seed == seeds[0]:
+                shutil.copy(grids[-1], out / f"grid_{model}.png")
+        ax_t.set_xlabel("iteration")
+        ax_t.set_ylabel("T")
+        ax_t.set_title(f"Diffusion-GAN adaptive T on digits, seed {seed}", fontsize=9)
+        ax_d.set_xlabel("iteration")
+        ax_d.set_ylim(0, 1)
+        ax_d.legend(fontsize=7)
     for model in MODELS:
-        run = HERE / "runs" / f"{model}_seed{seed}"
-        m = json.loads((run / "metrics.json").read_text())
-        s = score(run)
-        (run / "scores.json").write_text(json.dumps(s, indent=1))
-        lines.append(f"| {model} | {s['fid']:.2f} | {s['precision']:.3f} | {s['recall']:.3f} | {m['gan/T']:.0f} | "
-                     f"{m['gan/p']:.3f} | {m['gan/iterations']:.0f} | {m['train_seconds']:.0f} |")
-        h = json.loads((run / "gan_history.json").read_text())
-        it = [r["iteration"] for r in h]
-        if model == "diffusion_gan":
-            ax_t.plot(it, [r["T"] for r in h], label="T (adaptive)")
-            ax_t2 = ax_t.twinx()
-            ax_t2.plot(it, [r["r_d"] for r in h], color="tab:orange", alpha=0.6, label="r_d")
-            ax_t2.axhline(0.6, color="tab:orange", ls=":", lw=0.8)
-            ax_t2.set_ylabel("r_d")
-        ax_d.plot(it, [r["d_real_prob"] for r in h], label=f"{model}: sigmoid D(real)")
-        ax_d.plot(it, [r["d_fake_prob"] for r in h], ls="--", label=f"{model}: sigmoid D(fake)")
-        grids = sorted((run / "samples").glob("final_grid*.png"))
-        if grids:
-            shutil.copy(grids[-1], out / f"grid_{model}.png")
-    ax_t.set_xlabel("iteration")
-    ax_t.set_ylabel("T")
-    ax_t.set_title("Diffusion-GAN adaptive T on digits", fontsize=9)
-    ax_d.set_xlabel("iteration")
-    ax_d.set_ylim(0, 1)
-    ax_d.legend(fontsize=7)
+        fids = [s["fid"] for s in scores[model]]
+        spread = f" ± {statistics.stdev(fids):.2f}" if len(fids) > 1 else ""
+        lines.append(f"| **{model} mean** | {len(fids)} seeds | {statistics.mean(fids):.2f}{spread} | "
+                     f"{statistics.mean(s['precision'] for s in scores[model]):.3f} | "
+                     f"{statistics.mean(s['recall'] for s in scores[model]):.3f} | | | | |")
     fig.tight_layout()
-    fig.savefig(out / "adaptive_T.png", dpi=90)
+    fig.savefig(out / "adaptive_T.png", dpi=80)
     table = "\n".join(lines)
     (out / "table.md").write_text(table + "\n")
     return table
@@ -99,7 +115,9 @@ def aggregate(seed: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the two runs to train")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="seeds to tabulate (default: --seed); each needs both runs under runs/")
     ap.add_argument("--aggregate-only", action="store_true")
     ap.add_argument("extra", nargs="*", help="extra Hydra overrides for both runs")
     args = ap.parse_args()
@@ -107,7 +125,7 @@ def main() -> None:
         (HERE / "runs").mkdir(exist_ok=True)
         for model in MODELS:
             train(model, args.seed, args.extra)
-    print(aggregate(args.seed))
+    print(aggregate(args.seeds or [args.seed]))
 
 
 if __name__ == "__main__":
