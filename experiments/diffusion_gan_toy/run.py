@@ -25,6 +25,8 @@ ARMS = {
     "gan": {"noise_enabled": False, "sigma": 0.05},
     "diffusion_gan": {"noise_enabled": True, "sigma": 0.05},           # reference default sigma
     "diffusion_gan_sigma0.2": {"noise_enabled": True, "sigma": 0.2},   # sigma scaled to the data range (x4)
+    # ablation, not the reference setting: target r_d 0.2 instead of 0.6, so T rises to its maximum
+    "diffusion_gan_target0.2": {"noise_enabled": True, "sigma": 0.05, "target": 0.2},
 }
 RUNS = HERE / "runs"
 
