@@ -194,3 +194,18 @@ def test_mode_coverage_counts():
     assert cov["modes_covered"] == 2.0 and cov["num_modes"] == 3.0
     assert cov["hq_share"] == pytest.approx(0.8)
     assert mode_coverage(pts, centers, std=0.05, min_count=11)["modes_covered"] == 1.0
+
+
+def test_pickles_with_its_generator_state():
+    """ddp_spawn pickles the module to its ranks; the private generator must arrive in the same state."""
+    import pickle
+
+    d = AdaptiveDiffusion(seed=3)
+    d.p = 0.5
+    d._build(d._T_from_p(0.5))
+    torch.randint(0, 10, (3,), generator=d.generator)  # advance it
+    clone = pickle.loads(pickle.dumps(d))
+    assert isinstance(clone.generator, torch.Generator) and torch.equal(clone.t_list, d.t_list)
+    assert clone.p == d.p and clone.T == d.T
+    assert torch.equal(torch.randint(0, 1000, (8,), generator=clone.generator),
+                       torch.randint(0, 1000, (8,), generator=d.generator))

@@ -239,6 +239,20 @@ class AdaptiveDiffusion:
         self.last_r_d = float(state["last_r_d"])
         self.generator.set_state(state["generator"].cpu())
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A torch.Generator does not survive torch.multiprocessing's file-descriptor sharing (ddp_spawn
+        # pickles the module to its ranks: "unable to resize file"), so it travels as plain bytes.
+        state = dict(self.__dict__)
+        state["generator"] = bytes(self.generator.get_state().numpy())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        generator = torch.Generator()
+        generator.set_state(torch.frombuffer(bytearray(state["generator"]), dtype=torch.uint8))
+        state["generator"] = generator
+        self.__dict__.update(state)
+
     def __repr__(self) -> str:
         return (
             f"AdaptiveDiffusion(p={self.p:.4f}, T={self.T}, t_range=[{self.t_min}, {self.t_max}], "
