@@ -76,8 +76,11 @@ def aggregate(seeds: list[int]) -> str:
             run = HERE / "runs" / f"{model}_seed{seed}"
             m = json.loads((run / "metrics.json").read_text())
             cached = run / "scores.json"
-            s = json.loads(cached.read_text()) if cached.exists() else score(run)
-            cached.write_text(json.dumps(s, indent=1))
+            if cached.exists():
+                s = json.loads(cached.read_text())
+            else:
+                s = score(run)
+                cached.write_text(json.dumps(s, indent=1))
             scores[model].append(s)
             lines.append(f"| {model} | {seed} | {s['fid']:.2f} | {s['precision']:.3f} | {s['recall']:.3f} | "
                          f"{m['gan/T']:.0f} | {m['gan/p']:.3f} | {m['gan/iterations']:.0f} | {m['train_seconds']:.0f} |")

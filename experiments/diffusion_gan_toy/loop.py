@@ -4,10 +4,10 @@ Uses the library's own pieces: ``AdaptiveDiffusion`` (noising + T controller), `
 ``ToyDiscriminator``, and ``DiffusionGANModule.run_discriminator`` / its EMA / ``sample_images`` /
 ``mode_coverage`` (the module is built but never handed to a Lightning trainer). The per-iteration
 phases and losses are the ones of ``DiffusionGANModule.training_step``: a G step with the
-non-saturating loss through the (differentiable) noising, then a D step on noised fakes and reals,
-``sign(D(real))`` fed to the controller, ``diffusion.step(batch)`` once per iteration. No R1 (gamma 0
-in every arm). The only difference between arms is the ``AdaptiveDiffusion`` switches (noise on/off,
-sigma).
+non-saturating loss through the (differentiable) noising, then the module's ``discriminator_loss``
+on noised fakes and reals (``sign(D(real))`` fed to the controller; lazy R1 only when ``r1_gamma``
+> 0, 0 in every recorded arm), ``diffusion.step(batch)`` once per iteration. The only difference
+between arms is the ``AdaptiveDiffusion`` switches (noise on/off, sigma, target).
 
 Each training batch is drawn fresh from the mixture (infinite data), seeded by the run seed.
 """
@@ -45,7 +45,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     diffusion = AdaptiveDiffusion(sigma=sigma, target=target, noise_enabled=noise_enabled, seed=seed)
     opt = partial(torch.optim.Adam, lr=lr, betas=betas)
     module = DiffusionGANModule(ToyGenerator(z_dim=z_dim), ToyDiscriminator(), diffusion, opt, opt,
-                                r1_gamma=0.0, ema_rate=0.999, eval_modes=gaussian_grid_modes(spacing),
+                                r1_gamma=r1_gamma, r1_interval=r1_interval, ema_rate=0.999, eval_modes=gaussian_grid_modes(spacing),
                                 eval_std=data_std, save_artifacts=False)
     G, D = module.generator, module.discriminator
     opt_g, opt_d = opt(G.parameters()), opt(D.parameters())
@@ -65,15 +65,8 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
         with torch.no_grad():
             fake = G(torch.randn(batch, z_dim))
         real, _ = sample_gaussian_grid(batch, std=data_std, spacing=spacing, generator=data_gen)
-        fake_logits = module.run_discriminator(fake, None)
-        do_r1 = r1_gamma > 0 and (it - 1) % r1_interval == 0
-        real.requires_grad_(do_r1)
-        real_logits = module.run_discriminator(real, None)
-        diffusion.accumulate(real_logits)
-        loss_d = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-        if do_r1:  # DiffusionGANModule.training_step's lazy R1
-            (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-            loss_d = loss_d + grad.square().sum(1).mean() * (r1_gamma / 2) * r1_interval
+        module.iteration = it - 1  # the module's counter decides the lazy-R1 iterations
+        loss_d, fake_logits, real_logits, _ = module.discriminator_loss(fake, None, real, None)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()

@@ -159,3 +159,9 @@ def test_state_dict_carries_controller_state_and_loads_older_checkpoints():
     other = _module()
     other.load_state_dict(older)  # strict load still works; the controller keeps its own state
     assert other.iteration == 0 and torch.equal(other.generator.out.weight, m.generator.out.weight)
+    # such checkpoints kept the controller under top-level keys, which on_load_checkpoint restores
+    legacy = _module()
+    legacy.on_load_checkpoint({"adaptive_diffusion": m.diffusion.state_dict(), "gan_iteration": 40,
+                               "gan_history": [{"iteration": 40}]})
+    legacy.load_state_dict(older)
+    assert legacy.iteration == 40 and legacy.diffusion.p == 0.25 and legacy.history == [{"iteration": 40}]

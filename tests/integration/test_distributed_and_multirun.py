@@ -53,8 +53,9 @@ def test_diffusion_gan_ddp_spawn_two_cpu_processes(tmp_path):
                             "net.generator.hidden=16", "net.discriminator.hidden=16"], output_dir=tmp_path)
     train(cfg)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["gan_iteration"] == 8  # 16 optimizer steps = 8 iterations on every rank
-    state = ckpt["adaptive_diffusion"]
+    extra = ckpt["state_dict"]["_extra_state"]
+    assert extra["gan_iteration"] == 8  # 16 optimizer steps = 8 iterations on every rank
+    state = extra["adaptive_diffusion"]
     # two updates (every 4 iterations), each moving p by at most 2 ranks x 64 x 4 / 1000
     assert 0.0 <= state["p"] <= 2 * 2 * 64 * 4 / 1000 + 1e-9
     metrics = json.loads((tmp_path / "metrics.json").read_text())

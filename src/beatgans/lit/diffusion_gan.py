@@ -77,7 +77,6 @@ class DiffusionGANModule(L.LightningModule):
         self.eval_modes = None if eval_modes is None else torch.as_tensor(eval_modes, dtype=torch.float32)
         self.iteration = 0  # training iterations (one G + one D step each)
         self.history: list[dict[str, float]] = []
-        self._last: dict[str, float] = {}
 
     # ------------------------------------------------------------------ pieces
     def run_discriminator(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -124,17 +123,7 @@ class DiffusionGANModule(L.LightningModule):
         z, y_fake = self._latents(batch_size)
         with torch.no_grad():
             fake = self.generator(z, y_fake)
-        fake_logits = self.run_discriminator(fake, y_fake)
-        do_r1 = self.hparams.r1_gamma > 0 and self.iteration % self.hparams.r1_interval == 0
-        real = x.detach().requires_grad_(do_r1)
-        real_logits = self.run_discriminator(real, y)
-        self.diffusion.accumulate(real_logits)
-        loss_d = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-        r1 = None
-        if do_r1:
-            (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-            r1 = grad.square().flatten(1).sum(1).mean()
-            loss_d = loss_d + r1 * (self.hparams.r1_gamma / 2) * self.hparams.r1_interval
+        loss_d, fake_logits, real_logits, r1 = self.discriminator_loss(fake, y_fake, x, y)
         self._check("discriminator loss", loss_d)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
@@ -146,6 +135,26 @@ class DiffusionGANModule(L.LightningModule):
         self._log_iteration(loss_g, loss_d, r1, real_logits, fake_logits, gen_logits)
         if self.hparams.plot_every and self.iteration % self.hparams.plot_every == 0:
             self.save_scatter(f"scatter_it{self.iteration:07d}")
+
+    def discriminator_loss(self, fake: torch.Tensor, y_fake: torch.Tensor | None, real: torch.Tensor,
+                           y: torch.Tensor | None):
+        """D's non-saturating loss on noised fakes and reals, plus the lazy R1 on the clean reals taken
+        through the noising when ``self.iteration % r1_interval == 0``; ``sign(D(real))`` feeds the controller.
+
+        Returns ``(loss_d, fake_logits (B,), real_logits (B,), r1 or None)``.
+        """
+        fake_logits = self.run_discriminator(fake, y_fake)
+        do_r1 = self.hparams.r1_gamma > 0 and self.iteration % self.hparams.r1_interval == 0
+        real = real.detach().requires_grad_(do_r1)
+        real_logits = self.run_discriminator(real, y)
+        self.diffusion.accumulate(real_logits)
+        loss_d = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        r1 = None
+        if do_r1:
+            (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+            r1 = grad.square().flatten(1).sum(1).mean()
+            loss_d = loss_d + r1 * (self.hparams.r1_gamma / 2) * self.hparams.r1_interval
+        return loss_d, fake_logits, real_logits, r1
 
     def _log_iteration(self, loss_g, loss_d, r1, real_logits, fake_logits, gen_logits) -> None:
         d = self.diffusion
@@ -159,7 +168,6 @@ class DiffusionGANModule(L.LightningModule):
             "d_real_prob": torch.sigmoid(real_logits.detach()).mean(),
             "d_fake_prob": torch.sigmoid(fake_logits.detach()).mean(),
         }
-        self._last = {k: float(v) for k, v in stats.items()}
         if to_logger:
             self.log_dict({f"train/{k}": v for k, v in stats.items() if k not in ("loss_g", "loss_d")})
             self.log_dict({"train/loss_g": stats["loss_g"], "train/loss_d": stats["loss_d"]}, prog_bar=True)
@@ -170,7 +178,8 @@ class DiffusionGANModule(L.LightningModule):
             if not math.isnan(d.last_r_d):
                 self.log("gan/r_d", d.last_r_d)
         if record:
-            self.history.append({"iteration": self.iteration, "p": d.p, "T": d.T, "r_d": d.last_r_d, **self._last})
+            self.history.append({"iteration": self.iteration, "p": d.p, "T": d.T, "r_d": d.last_r_d,
+                                 **{k: float(v) for k, v in stats.items()}})
 
     def _logger_will_write(self) -> bool:
         """Whether Lightning writes this step's logged values (every ``trainer.log_every_n_steps`` batches).
@@ -276,8 +285,8 @@ class DiffusionGANModule(L.LightningModule):
                 "gan_history": self.history}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints written before the extra state existed: keep the current state (their
-        # on_load_checkpoint keys restore it) instead of failing a strict load
+        # checkpoints written before the extra state existed: keep the current state (on_load_checkpoint,
+        # which Lightning calls first, restored it from their top-level keys) instead of failing a strict load
         state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -287,15 +296,11 @@ class DiffusionGANModule(L.LightningModule):
         self.history = list(state["gan_history"])
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["adaptive_diffusion"] = self.diffusion.state_dict()
-        checkpoint["gan_iteration"] = self.iteration
-        checkpoint["gan_history"] = self.history
-        checkpoint["rng_state"] = rng_state()
+        checkpoint["rng_state"] = rng_state()  # the controller state is in the state dict (get_extra_state)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "adaptive_diffusion" in checkpoint:
-            self.diffusion.load_state_dict(checkpoint["adaptive_diffusion"])
-        self.iteration = int(checkpoint.get("gan_iteration", 0))
-        self.history = list(checkpoint.get("gan_history", []))
+        if "adaptive_diffusion" in checkpoint:  # checkpoints written before the state-dict extra state
+            self.set_extra_state({k: checkpoint.get(k, d) for k, d in
+                                  (("adaptive_diffusion", None), ("gan_iteration", 0), ("gan_history", []))})
         if "rng_state" in checkpoint:
             set_rng_state(checkpoint["rng_state"])
