@@ -32,13 +32,16 @@ from beatgans.nets.toy import ToyDiscriminator, ToyGenerator
 def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, iterations: int,
               batch: int = 512, lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.9), z_dim: int = 2,
               data_std: float = 0.05, target: float = 0.6, log_every: int = 250, spacing: float = 2.0,
-              r1_gamma: float = 0.0, r1_interval: int = 16) -> dict:
+              r1_gamma: float = 0.0, r1_interval: int = 16, dataset_size: int = 0) -> dict:
     """Train one arm; write metrics.json, gan_history.json and scatter PNGs into ``out_dir``.
 
     ``spacing`` is the grid spacing (2 -> centres {-4..4}^2); ``data_std`` the per-mode std. Scaling
     both by the same factor is the same task up to units (the coverage radius, 3 std, scales along).
     ``r1_gamma`` > 0 adds the module's lazy R1 (every ``r1_interval`` iterations, on the clean reals
-    taken through the noising, scaled by the interval).
+    taken through the noising, scaled by the interval). ``dataset_size`` > 0 trains on that many
+    fixed points (``dataset_size / 25`` per mode, drawn once from the data seed) in reshuffled
+    epochs instead of a fresh sample per batch, so D can overfit and the controller has a reason
+    to raise T.
     """
     torch.manual_seed(seed)
     data_gen = torch.Generator().manual_seed(10_000 + seed)
@@ -50,6 +53,8 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     G, D = module.generator, module.discriminator
     opt_g, opt_d = opt(G.parameters()), opt(D.parameters())
     out_dir.mkdir(parents=True, exist_ok=True)
+    fixed = _fixed_dataset(dataset_size, data_std, spacing, data_gen) if dataset_size else None
+    order, cursor = None, 0
     history, start = [], time.time()
     sums = torch.zeros(4)  # running sums of sigmoid D(real), sigmoid D(fake), loss_g, loss_d
     n_sum = 0
@@ -64,7 +69,12 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
         # D step
         with torch.no_grad():
             fake = G(torch.randn(batch, z_dim))
-        real, _ = sample_gaussian_grid(batch, std=data_std, spacing=spacing, generator=data_gen)
+        if fixed is None:
+            real, _ = sample_gaussian_grid(batch, std=data_std, spacing=spacing, generator=data_gen)
+        else:  # epochs over the fixed set, reshuffled each epoch (last partial batch dropped)
+            if order is None or cursor + batch > len(fixed):
+                order, cursor = torch.randperm(len(fixed), generator=data_gen), 0
+            real, cursor = fixed[order[cursor:cursor + batch]], cursor + batch
         module.iteration = it - 1  # the module's counter decides the lazy-R1 iterations
         loss_d, fake_logits, real_logits, _ = module.discriminator_loss(fake, None, real, None)
         opt_d.zero_grad(set_to_none=True)
@@ -84,7 +94,8 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
         if it in (iterations // 4, iterations // 2):
             _scatter(module, out_dir / f"scatter_it{it:06d}.png", f"it {it} T={diffusion.T}")
     seconds = time.time() - start
-    metrics = {"iterations": iterations, "lr": lr, "r1_gamma": r1_gamma, "r1_interval": r1_interval, "spacing": spacing, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
+    metrics = {"iterations": iterations, "lr": lr, "betas": list(betas), "batch": batch, "z_dim": z_dim,
+               "dataset_size": dataset_size, "r1_gamma": r1_gamma, "r1_interval": r1_interval, "spacing": spacing, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
                "max_T": max([h["T"] for h in history] or [diffusion.T]), "r_d": diffusion.last_r_d}
     for tag, use_ema in (("", False), ("ema_", True)):
         pts = module.sample_images(2500, seed=12345, use_ema=use_ema)
@@ -94,6 +105,15 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     (out_dir / "gan_history.json").write_text(json.dumps(history, indent=0))
     _scatter(module, out_dir / "scatter_final.png", f"it {iterations} T={diffusion.T}")
     return metrics
+
+
+def _fixed_dataset(size: int, std: float, spacing: float, generator: torch.Generator) -> torch.Tensor:
+    """``size`` points, exactly ``size // 25`` per mode: (size, 2) float32."""
+    modes = gaussian_grid_modes(spacing)
+    if size % len(modes):
+        raise ValueError(f"dataset_size must be a multiple of {len(modes)} (equal points per mode), got {size}")
+    ids = torch.arange(len(modes)).repeat(size // len(modes))
+    return modes[ids] + std * torch.randn(size, 2, generator=generator)
 
 
 def _scatter(module: DiffusionGANModule, path: Path, title: str) -> None:

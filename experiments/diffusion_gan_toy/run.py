@@ -92,6 +92,11 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0,
                     help="divide the grid spacing (2) and mode std (0.05) by this (2.828: centres in [-1.41, 1.41])")
     ap.add_argument("--r1-gamma", type=float, default=0.0, help="lazy R1 weight (every 16 iterations); 0 = off")
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--z-dim", type=int, default=2)
+    ap.add_argument("--betas", type=float, nargs=2, default=[0.5, 0.9], help="Adam betas for G and D")
+    ap.add_argument("--dataset-size", type=int, default=0,
+                    help="train on this many fixed points (a multiple of 25) in epochs; 0 = a fresh sample per batch")
     ap.add_argument("--tag", default="loop", help="protocol name: runs/<tag>_<arm>_seed<s>, results/<tag>/")
     ap.add_argument("--aggregate-only", action="store_true")
     args = ap.parse_args()
@@ -101,7 +106,9 @@ def main() -> None:
         for seed in args.seeds:
             for arm in args.models:
                 m = train_toy(run_dir(arm, seed, args.tag), seed, iterations=args.iterations, lr=args.lr,
-                              spacing=2.0 / args.scale, data_std=0.05 / args.scale, r1_gamma=args.r1_gamma, **ARMS[arm])
+                              spacing=2.0 / args.scale, data_std=0.05 / args.scale, r1_gamma=args.r1_gamma,
+                              batch=args.batch, z_dim=args.z_dim, betas=tuple(args.betas),
+                              dataset_size=args.dataset_size, **ARMS[arm])
                 print(arm, seed, json.dumps(m), flush=True)
         if args.models != list(ARMS):
             return  # partial launch; aggregate later with --aggregate-only
