@@ -83,3 +83,26 @@ def test_toy_experiment_trains_through_the_cli(tmp_path):
     assert (tmp_path / "samples" / "scatter_it0000020.png").is_file()
     rows = [r for r in csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))) if r.get("gan/T")]
     assert len(rows) == 4 and all(10 <= float(r["gan/T"]) <= 1000 for r in rows)
+
+
+def test_toy_loop_fixed_dataset_epochs(tmp_path):
+    """loop.py's finite-data option: exactly size/25 points per mode, and a short run trains on it."""
+    import json
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    from loop import _fixed_dataset, train_toy
+
+    from beatgans.data.toy2d import gaussian_grid_modes
+
+    pts = _fixed_dataset(250, 0.01, 2.0, torch.Generator().manual_seed(0))
+    nearest = torch.cdist(pts, gaussian_grid_modes(2.0)).argmin(1)
+    assert pts.shape == (250, 2) and torch.bincount(nearest, minlength=25).tolist() == [10] * 25
+    with pytest.raises(ValueError, match="multiple of 25"):
+        _fixed_dataset(26, 0.01, 2.0, torch.Generator())
+    m = train_toy(tmp_path, seed=0, noise_enabled=True, sigma=0.05, iterations=30, batch=40, z_dim=5,
+                  dataset_size=100, log_every=10)
+    assert m["dataset_size"] == 100 and m["z_dim"] == 5 and m["iterations"] == 30
+    assert len(json.loads((tmp_path / "gan_history.json").read_text())) == 3
