@@ -104,6 +104,8 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out_dir / "gan_history.json").write_text(json.dumps(history, indent=0))
     _scatter(module, out_dir / "scatter_final.png", f"it {iterations} T={diffusion.T}")
+    torch.save({"generator": G.state_dict(), "discriminator": D.state_dict(),
+                "ema_generator": module.ema.shadow(0).state_dict(), "z_dim": z_dim}, out_dir / "nets.pt")
     return metrics
 
 
@@ -119,4 +121,5 @@ def _fixed_dataset(size: int, std: float, spacing: float, generator: torch.Gener
 def _scatter(module: DiffusionGANModule, path: Path, title: str) -> None:
     raw = module.sample_images(2500, seed=12345, use_ema=False)
     ema = module.sample_images(2500, seed=12345, use_ema=True)
-    scatter_png(path, {"G": raw, "EMA G": ema}, module.eval_modes, title=title)
+    scatter_png(path, {"G": raw, "EMA G": ema}, module.eval_modes, title=title,
+                field=module.discriminator_field, field_label="sigmoid D(x, t=0)")

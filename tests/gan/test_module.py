@@ -165,3 +165,25 @@ def test_state_dict_carries_controller_state_and_loads_older_checkpoints():
                                "gan_history": [{"iteration": 40}]})
     legacy.load_state_dict(older)
     assert legacy.iteration == 40 and legacy.diffusion.p == 0.25 and legacy.history == [{"iteration": 40}]
+
+
+def test_discriminator_field_and_landscape_plot(tmp_path):
+    """discriminator_field is D at t = 0 on clean points; scatter_png draws it under the samples."""
+    from matplotlib.image import imread
+
+    from beatgans.gan.plots import scatter_png
+
+    module = _module()
+    pts = torch.randn(20_000, 2)
+    D = module.discriminator
+    assert D.training
+    field = module.discriminator_field(pts)
+    assert D.training and field.shape == (20_000,) and not field.requires_grad
+    torch.testing.assert_close(field, D(pts, torch.zeros(20_000, dtype=torch.long), None).detach())
+    samples = {"G": module.sample_images(300, use_ema=False)}
+    plain = imread(scatter_png(tmp_path / "plain.png", samples, module.eval_modes))
+    with_field = imread(scatter_png(tmp_path / "field.png", samples, module.eval_modes,
+                                    field=lambda p: torch.full((len(p),), 3.0)))
+    # a uniform sigmoid(3) = 0.95 grey background under the axes: far fewer pure-white pixels
+    white = lambda im: (im[..., :3] > 0.99).all(-1).mean()  # noqa: E731
+    assert white(with_field) < 0.7 * white(plain)

@@ -234,6 +234,19 @@ class DiffusionGANModule(L.LightningModule):
             return None
         return Path(self.trainer.default_root_dir)
 
+    @torch.no_grad()
+    def discriminator_field(self, points: torch.Tensor) -> torch.Tensor:
+        """D's logits on clean points (t = 0, no noising): (M, D) -> (M,), for landscape plots.
+        Only for unconditional discriminators (toy data)."""
+        was_training = self.discriminator.training
+        self.discriminator.eval()
+        points = points.to(self.device)
+        t = torch.zeros(len(points), dtype=torch.long, device=self.device)
+        out = torch.cat([self.discriminator(points[i:i + 8192], t[i:i + 8192], None)
+                         for i in range(0, len(points), 8192)])
+        self.discriminator.train(was_training)
+        return out
+
     def save_scatter(self, name: str, num_points: int = 2000) -> Path | None:
         """Scatter plot of 2-D samples (EMA and raw G) over the data modes, as ``<run>/samples/<name>.png``."""
         run_dir = self._run_dir()
@@ -247,7 +260,8 @@ class DiffusionGANModule(L.LightningModule):
         ema = self.sample_images(num_points, seed=0, use_ema=True).cpu()
         path = run_dir / "samples" / f"{name}.png"
         title = f"it {self.iteration}  T={self.diffusion.T}  p={self.diffusion.p:.3f}"
-        scatter_png(path, {"G": raw, "EMA G": ema}, self.eval_modes, title=title)
+        scatter_png(path, {"G": raw, "EMA G": ema}, self.eval_modes, title=title,
+                    field=self.discriminator_field, field_label="sigmoid D(x, t=0)")
         for logger in self.loggers:
             if type(logger).__name__ == "WandbLogger":
                 logger.log_image(key="samples/scatter", images=[str(path)], step=self.global_step)
