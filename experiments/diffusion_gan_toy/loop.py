@@ -111,11 +111,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
 
 def _fixed_dataset(size: int, std: float, spacing: float, generator: torch.Generator) -> torch.Tensor:
     """``size`` points, exactly ``size // 25`` per mode: (size, 2) float32."""
-    modes = gaussian_grid_modes(spacing)
-    if size % len(modes):
-        raise ValueError(f"dataset_size must be a multiple of {len(modes)} (equal points per mode), got {size}")
-    ids = torch.arange(len(modes)).repeat(size // len(modes))
-    return modes[ids] + std * torch.randn(size, 2, generator=generator)
+    return sample_gaussian_grid(size, std=std, spacing=spacing, generator=generator, balanced=True)[0]
 
 
 def _scatter(module: DiffusionGANModule, path: Path, title: str) -> None:

@@ -13,6 +13,7 @@ from beatgans.lit.diffusion_gan import DiffusionGANModule
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 EXPERIMENTS = ["toy/diffusion_gan_25gaussians", "toy/gan_25gaussians", "toy/diffusion_gan_25gaussians_target02",
+               "toy/diffusion_gan_25gaussians_ct", "toy/gan_25gaussians_ct",
                "digits/diffusion_gan", "digits/gan", "cifar10/diffusion_gan_dcgan", "cifar10/gan_dcgan",
                "cifar10/diffusion_gan_sngan", "cifar10/gan_sngan"]
 
@@ -106,3 +107,26 @@ def test_toy_loop_fixed_dataset_epochs(tmp_path):
                   dataset_size=100, log_every=10)
     assert m["dataset_size"] == 100 and m["z_dim"] == 5 and m["iterations"] == 30
     assert len(json.loads((tmp_path / "gan_history.json").read_text())) == 3
+
+
+def test_ct_protocol_presets_match_the_loop_runs():
+    """toy/*_ct presets hold the third protocol recorded in experiments/diffusion_gan_toy (run.py --tag ct)."""
+    import torch
+
+    from beatgans.data.toy2d import gaussian_grid_modes
+
+    for name in ("toy/diffusion_gan_25gaussians_ct", "toy/gan_25gaussians_ct"):
+        cfg = _compose(name)
+        assert cfg.trainer.max_steps // 2 == 100_000 and cfg.data.num_points == 2000 and cfg.data.batch_size == 100
+        assert cfg.net.generator.z_dim == 50 and cfg.task.r1_gamma == 0
+        for opt in (cfg.task.g_optimizer, cfg.task.d_optimizer):
+            assert opt.lr == 2e-4 and tuple(opt.betas) == (0.9, 0.999)
+        assert abs(cfg.data.params.spacing - 2 / 2.828) < 1e-12 and abs(cfg.task.eval_std - 0.05 / 2.828) < 1e-12
+        dm = instantiate(cfg.data)
+        dm.setup("fit")
+        pts = torch.stack([dm._train[i][0] for i in range(len(dm._train))])
+        modes = instantiate(cfg.task.eval_modes)
+        torch.testing.assert_close(modes, gaussian_grid_modes(2 / 2.828))
+        nearest = torch.cdist(pts, modes).min(1)
+        assert len(pts) == 2000 and torch.bincount(nearest.indices, minlength=25).tolist() == [80] * 25
+        assert nearest.values.max() < 6 * cfg.task.eval_std

@@ -141,12 +141,16 @@ class DigitsDataModule(BaseDataModule):
 
 
 class Toy2DDataModule(BaseDataModule):
-    """A fixed sample of a 2-D toy distribution; batches are (points (B, 2), labels -1)."""
+    """A fixed sample of a 2-D toy distribution; batches are (points (B, 2), labels -1).
+
+    ``params`` go to the distribution's sampler, e.g. ``{std: 0.0177, spacing: 0.707, balanced: true}``
+    for `sample_gaussian_grid`.
+    """
 
     channels = 2
 
     def __init__(self, name: str = "gaussian_grid", num_points: int = 20000, num_classes: None = None,
-                 image_size: None = None, channels: int = 2, **kwargs):
+                 image_size: None = None, channels: int = 2, params: dict | None = None, **kwargs):
         kwargs.setdefault("val_fraction", 0.0)
         super().__init__(**kwargs)
         if num_classes is not None:
@@ -155,9 +159,10 @@ class Toy2DDataModule(BaseDataModule):
             raise DataError("toy2d data are 2-D points: set data.image_size=null and data.channels=2.")
         self.name = name
         self.num_points = num_points
+        self.params = dict(params or {})
 
     def build(self) -> Dataset:
-        pts = make_toy2d(self.name, self.num_points, seed=self.seed)
+        pts = make_toy2d(self.name, self.num_points, seed=self.seed, **self.params)
         return TensorDataset(pts, torch.full((len(pts),), -1, dtype=torch.int64))
 
 

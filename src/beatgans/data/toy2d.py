@@ -16,10 +16,20 @@ def gaussian_grid_modes(spacing: float = 2.0, grid: int = 5) -> torch.Tensor:
 
 
 def sample_gaussian_grid(n: int, std: float = 0.05, spacing: float = 2.0, grid: int = 5,
-                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw `n` points from the equal-weight Gaussian grid. Returns points (n, 2) float32 and mode ids (n,) int64."""
+                         generator: torch.Generator | None = None,
+                         balanced: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw `n` points from the equal-weight Gaussian grid. Returns points (n, 2) float32 and mode ids (n,) int64.
+
+    ``balanced``: exactly ``n / grid**2`` points per mode (modes cycled in order; ``n`` must be a
+    multiple of ``grid**2``) instead of i.i.d. mode draws; only the offsets are random then.
+    """
     modes = gaussian_grid_modes(spacing, grid)
-    ids = torch.randint(len(modes), (n,), generator=generator)
+    if balanced:
+        if n % len(modes):
+            raise ValueError(f"balanced sampling needs n to be a multiple of {len(modes)} (equal points per mode), got {n}")
+        ids = torch.arange(len(modes)).repeat(n // len(modes))
+    else:
+        ids = torch.randint(len(modes), (n,), generator=generator)
     pts = modes[ids] + std * torch.randn(n, 2, generator=generator)
     return pts, ids
 
