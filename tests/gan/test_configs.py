@@ -77,7 +77,12 @@ def test_toy_experiment_trains_through_the_cli(tmp_path):
                             "task.eval_samples=500", "logger=csv", "trainer.log_every_n_steps=5",
                             "trainer.enable_progress_bar=false", "print_config=false",
                             "net.generator.hidden=16", "net.discriminator.hidden=16"], output_dir=tmp_path)
-    train(cfg)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg)
+    assert not [w for w in caught if "in eval mode" in str(w.message)]  # only the EMA shadows are eval
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["gan/iterations"] == 20 and 0 <= metrics["toy/modes_covered"] <= 25
     assert len(json.loads((tmp_path / "gan_history.json").read_text())) >= 1
@@ -130,3 +135,16 @@ def test_ct_protocol_presets_match_the_loop_runs():
         nearest = torch.cdist(pts, modes).min(1)
         assert len(pts) == 2000 and torch.bincount(nearest.indices, minlength=25).tolist() == [80] * 25
         assert nearest.values.max() < 6 * cfg.task.eval_std
+
+
+def test_only_ema_in_eval_mode():
+    """beatgans-train hides Lightning's eval-mode warning only when the eval modules are the EMA shadows."""
+    import torch
+
+    from beatgans.cli.train import only_ema_in_eval_mode
+
+    module = instantiate(_compose("toy/diffusion_gan_25gaussians", "net.generator.hidden=8").task)
+    assert only_ema_in_eval_mode(module)
+    module.discriminator.eval()  # a user's frozen part: the warning must stay
+    assert not only_ema_in_eval_mode(module)
+    assert not only_ema_in_eval_mode(torch.nn.Linear(2, 2))

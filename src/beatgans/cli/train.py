@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -68,6 +69,12 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
+def only_ema_in_eval_mode(module) -> bool:
+    """True when the modules in eval mode are exactly the EMA shadows (kept in eval by `beatgans.lit.ema.EMA`)."""
+    names = [n for n, m in module.named_modules() if not m.training]
+    return bool(names) and all(n == "ema" or n.startswith("ema.") for n in names)
+
+
 def train(cfg: DictConfig) -> dict:
     """Build everything from `cfg`, fit, and write `<run>/metrics.json`. Returns the final metrics."""
     import lightning as L
@@ -97,8 +104,11 @@ def train(cfg: DictConfig) -> dict:
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     start = time.time()
-    # Our own checkpoints hold RNG states and config containers, which weights_only loading refuses.
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    with warnings.catch_warnings():
+        if only_ema_in_eval_mode(module):  # EMA shadows are eval on purpose: Lightning's warning is noise there
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+        # Our own checkpoints hold RNG states and config containers, which weights_only loading refuses.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if hasattr(module, "final_metrics"):
         metrics.update(module.final_metrics())
