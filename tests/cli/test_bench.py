@@ -38,6 +38,19 @@ def test_bench_writes_json(tmp_path):
     assert 0.8 * theirs < ours < theirs
     assert set(on_disk["ratio_ours_over_oracle"]) == {"train_wall", "train_cpu", "inference_wall", "inference_cpu"}
     assert result["parameters"] == on_disk["parameters"]
+    for kind in ("train", "inference"):
+        spread = on_disk["paired_ratios"][f"{kind}_wall"]
+        assert len(spread["ratios"]) == 2 and spread["min"] <= spread["median"] <= spread["max"]
+
+
+def test_paired_ratio_spread():
+    from beatgans.cli.bench import paired_ratio_spread
+
+    ours = [(1.0, 0.0), (2.0, 0.0), (3.0, 0.0), (4.0, 0.0), (10.0, 0.0)]
+    theirs = [(2.0, 0.0), (2.0, 0.0), (2.0, 0.0), (2.0, 0.0), (2.0, 0.0)]
+    s = paired_ratio_spread(ours, theirs)
+    assert s["ratios"] == [0.5, 1.0, 1.5, 2.0, 5.0]
+    assert (s["min"], s["q1"], s["median"], s["q3"], s["max"]) == (0.5, 1.0, 1.5, 2.0, 5.0)
 
 
 def test_bench_without_oracle_bf16_channels_last(tmp_path):

@@ -6,7 +6,8 @@
 Per model: a training step (forward + MSE loss + backward + AdamW step) and an inference forward,
 as wall seconds and process CPU seconds (the CPU time is less sensitive to other jobs sharing the
 cores), images/s, peak memory and model FLOPs (torch.utils.flop_counter) with MFU when the
-accelerator's peak is known. Writes JSON. The oracle (the `guided_diffusion` package) is optional:
+accelerator's peak is known. With the oracle, also the per-repeat ratios of back-to-back runs
+(``paired_ratios``: min, quartiles, max), which show how much of the ratio is machine noise. Writes JSON. The oracle (the `guided_diffusion` package) is optional:
 without it only our net is timed and the JSON says so.
 """
 
@@ -173,6 +174,17 @@ def _summary(times: list[tuple[float, float]], batch_size: int) -> dict:
             "cpu_s_min": min(cpu), "images_per_s": batch_size / med, "repeats": len(times)}
 
 
+def paired_ratio_spread(ours: list[tuple[float, float]], theirs: list[tuple[float, float]]) -> dict:
+    """Wall-time ratios ours_i / theirs_i of interleaved repeats: min, quartiles, max and the list.
+
+    The spread shows how much of a ratio is machine noise (the oracle's time moves more than ours).
+    """
+    ratios = sorted(a[0] / b[0] for a, b in zip(ours, theirs))
+    q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+    return {"min": ratios[0], "q1": q[0], "median": statistics.median(ratios), "q3": q[2], "max": ratios[-1],
+            "ratios": ratios}
+
+
 def make_batch(net: UNet, batch_size: int, device: torch.device, channels_last: bool, seed: int = 0):
     """(x, t, y, target) for one step: x and target ~ N(0, 1), t uniform in [0, 1000), y uniform labels."""
     g = torch.Generator().manual_seed(seed)
@@ -240,6 +252,9 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
             f"{kind}_{clock}": ours[kind][f"{clock}_s_median"] / theirs[kind][f"{clock}_s_median"]
             for kind in ("train", "inference") for clock in ("wall", "cpu")
         }
+        # repeat i of ours and of the oracle ran back to back, so their ratio sees the same machine state
+        result["paired_ratios"] = {f"{kind}_wall": paired_ratio_spread(times["ours"], times["oracle"])
+                                   for kind, times in (("train", train), ("inference", infer))}
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
@@ -259,6 +274,9 @@ def main(cfg: DictConfig) -> None:
                  entry["memory"]["peak_bytes"] / 2**20)
     if "ratio_ours_over_oracle" in result:
         log.info("ours / oracle: %s", {k: round(v, 3) for k, v in result["ratio_ours_over_oracle"].items()})
+        spread = result["paired_ratios"]["train_wall"]
+        log.info("train step, per interleaved repeat: ours / oracle min %.3f, median %.3f, max %.3f",
+                 spread["min"], spread["median"], spread["max"])
 
 
 if __name__ == "__main__":
