@@ -53,7 +53,9 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     G, D = module.generator, module.discriminator
     opt_g, opt_d = opt(G.parameters()), opt(D.parameters())
     out_dir.mkdir(parents=True, exist_ok=True)
-    fixed = _fixed_dataset(dataset_size, data_std, spacing, data_gen) if dataset_size else None
+    fixed = None  # or (dataset_size, 2): size / 25 points per mode
+    if dataset_size:
+        fixed = sample_gaussian_grid(dataset_size, std=data_std, spacing=spacing, generator=data_gen, balanced=True)[0]
     order, cursor = None, 0
     history, start = [], time.time()
     sums = torch.zeros(4)  # running sums of sigmoid D(real), sigmoid D(fake), loss_g, loss_d
@@ -107,11 +109,6 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     torch.save({"generator": G.state_dict(), "discriminator": D.state_dict(),
                 "ema_generator": module.ema.shadow(0).state_dict(), "z_dim": z_dim}, out_dir / "nets.pt")
     return metrics
-
-
-def _fixed_dataset(size: int, std: float, spacing: float, generator: torch.Generator) -> torch.Tensor:
-    """``size`` points, exactly ``size // 25`` per mode: (size, 2) float32."""
-    return sample_gaussian_grid(size, std=std, spacing=spacing, generator=generator, balanced=True)[0]
 
 
 def _scatter(module: DiffusionGANModule, path: Path, title: str) -> None:

@@ -93,22 +93,23 @@ def test_toy_experiment_trains_through_the_cli(tmp_path):
 
 
 def test_toy_loop_fixed_dataset_epochs(tmp_path):
-    """loop.py's finite-data option: exactly size/25 points per mode, and a short run trains on it."""
+    """loop.py's finite-data option (balanced grid sampling: exactly size/25 points per mode), and a
+    short run trains on it."""
     import json
     import sys
 
     import torch
 
     sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
-    from loop import _fixed_dataset, train_toy
+    from loop import train_toy
 
-    from beatgans.data.toy2d import gaussian_grid_modes
+    from beatgans.data.toy2d import gaussian_grid_modes, sample_gaussian_grid
 
-    pts = _fixed_dataset(250, 0.01, 2.0, torch.Generator().manual_seed(0))
+    pts, _ = sample_gaussian_grid(250, std=0.01, spacing=2.0, generator=torch.Generator().manual_seed(0), balanced=True)
     nearest = torch.cdist(pts, gaussian_grid_modes(2.0)).argmin(1)
     assert pts.shape == (250, 2) and torch.bincount(nearest, minlength=25).tolist() == [10] * 25
     with pytest.raises(ValueError, match="multiple of 25"):
-        _fixed_dataset(26, 0.01, 2.0, torch.Generator())
+        sample_gaussian_grid(26, std=0.01, generator=torch.Generator(), balanced=True)
     m = train_toy(tmp_path, seed=0, noise_enabled=True, sigma=0.05, iterations=30, batch=40, z_dim=5,
                   dataset_size=100, log_every=10)
     assert m["dataset_size"] == 100 and m["z_dim"] == 5 and m["iterations"] == 30

@@ -7,8 +7,9 @@ Per model: a training step (forward + MSE loss + backward + AdamW step) and an i
 as wall seconds and process CPU seconds (the CPU time is less sensitive to other jobs sharing the
 cores), images/s, peak memory and model FLOPs (torch.utils.flop_counter) with MFU when the
 accelerator's peak is known. With the oracle, also the per-repeat ratios of back-to-back runs
-(``paired_ratios``: min, quartiles, max), which show how much of the ratio is machine noise. Writes JSON. The oracle (the `guided_diffusion` package) is optional:
-without it only our net is timed and the JSON says so.
+(``paired_ratios``: min, quartiles, max), which show how much of the ratio is machine noise.
+Writes JSON. The oracle (the `guided_diffusion` package) is optional: without it only our net is
+timed and the JSON says so.
 """
 
 from __future__ import annotations

@@ -75,15 +75,10 @@ def only_ema_in_eval_mode(module) -> bool:
     return bool(names) and all(n == "ema" or n.startswith("ema.") for n in names)
 
 
-def _has_validation_step(module) -> bool:
-    import lightning as L
-
-    return type(module).validation_step is not L.LightningModule.validation_step
-
-
 def train(cfg: DictConfig) -> dict:
     """Build everything from `cfg`, fit, and write `<run>/metrics.json`. Returns the final metrics."""
     import lightning as L
+    from lightning.pytorch.utilities.model_helpers import is_overridden
     from hydra.utils import instantiate
 
     from beatgans.lit.callbacks import AtomicCheckpointIO
@@ -113,7 +108,7 @@ def train(cfg: DictConfig) -> dict:
     with warnings.catch_warnings():
         if only_ema_in_eval_mode(module):  # EMA shadows are eval on purpose: Lightning's warning is noise there
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-        if not _has_validation_step(module):  # GAN tasks: our datamodules always offer a val loader
+        if not is_overridden("validation_step", module):  # GAN tasks: our datamodules always offer a val loader
             warnings.filterwarnings("ignore", message=r"You passed in a `val_dataloader` but have no `validation_step`")
         # Our own checkpoints hold RNG states and config containers, which weights_only loading refuses.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
