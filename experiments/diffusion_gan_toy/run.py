@@ -27,6 +27,9 @@ ARMS = {
     "diffusion_gan_sigma0.2": {"noise_enabled": True, "sigma": 0.2},   # sigma scaled to the data range (x4)
     # ablation, not the reference setting: target r_d 0.2 instead of 0.6, so T rises to its maximum
     "diffusion_gan_target0.2": {"noise_enabled": True, "sigma": 0.05, "target": 0.2},
+    # ablation: T fixed at its maximum (1000) from iteration 0 (p starts at 1, the controller frozen),
+    # so the noise is there before the generator settles, which the adaptive arms never allow
+    "diffusion_gan_fixedT1000": {"noise_enabled": True, "sigma": 0.05, "p": 1.0, "ada_kimg": float("inf")},
 }
 RUNS = HERE / "runs"
 

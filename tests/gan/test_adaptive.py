@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from beatgans.gan import AdaptiveDiffusion, mode_coverage
+from beatgans.gan import AdaptiveDiffusion, generator_forces, mode_coverage
 
 
 def test_schedule_has_leading_identity_and_matches_linspace():
@@ -209,3 +209,38 @@ def test_pickles_with_its_generator_state():
     assert clone.p == d.p and clone.T == d.T
     assert torch.equal(torch.randint(0, 1000, (8,), generator=clone.generator),
                        torch.randint(0, 1000, (8,), generator=d.generator))
+
+
+class _LinearD(torch.nn.Module):
+    """logit = w . x + b, ignoring t: its generator-loss pull is known in closed form."""
+
+    def __init__(self, w, b):
+        super().__init__()
+        self.w, self.b = torch.tensor(w), float(b)
+
+    def forward(self, x, t, y=None):
+        return x @ self.w + self.b
+
+
+def test_generator_forces_closed_form():
+    """With sigma = 0 the noising is x -> sqrt(abar_t) x, so the pull of softplus(-D) on a fake is
+    sigmoid(-logit) * sqrt(abar_t) * w exactly, per sample and per step."""
+    d = AdaptiveDiffusion(t_min=200, t_max=200, sigma=0.0)
+    D = _LinearD([0.5, -2.0], 0.3)
+    x = torch.tensor([[0.1, 0.2], [1.0, -1.0], [-0.4, 0.9]])
+    for t in (0, 50, 200):
+        a = math.sqrt(d.alphas_cumprod[t].item())
+        logit = a * (x @ D.w) + D.b
+        want = torch.sigmoid(-logit)[:, None] * a * D.w
+        torch.testing.assert_close(generator_forces(x, D, d, t, draws=3), want)
+    steps = torch.tensor([0, 50, 200])  # one step per sample
+    a = d.alphas_cumprod[steps].sqrt().float()
+    want = torch.sigmoid(-(a * (x @ D.w) + D.b))[:, None] * a[:, None] * D.w
+    torch.testing.assert_close(generator_forces(x, D, d, steps, draws=2), want)
+    # with noise the pull is the average over draws, and it shrinks with sqrt(abar_t)
+    d_noisy = AdaptiveDiffusion(t_min=1000, t_max=1000, sigma=0.05)
+    f0 = generator_forces(x, D, d_noisy, 0).norm(dim=1)
+    f1000 = generator_forces(x, D, d_noisy, 1000, draws=8, generator=torch.Generator().manual_seed(0)).norm(dim=1)
+    assert (f1000 < 0.1 * f0).all()
+    with pytest.raises(ValueError, match="0..200"):
+        generator_forces(x, D, d, 201)

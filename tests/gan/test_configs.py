@@ -150,3 +150,31 @@ def test_only_ema_in_eval_mode():
     module.discriminator.eval()  # a user's frozen part: the warning must stay
     assert not only_ema_in_eval_mode(module)
     assert not only_ema_in_eval_mode(torch.nn.Linear(2, 2))
+
+
+def test_toy_loop_fixed_t_arm_keeps_the_noise_at_its_maximum(tmp_path):
+    """run.py's diffusion_gan_fixedT1000 ablation: p starts at 1 and the frozen controller never moves
+    T off 1000, whatever r_d does; the default arm starts at t_min. forces.py analyses the run."""
+    import json
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    from loop import train_toy
+    from run import ARMS
+
+    m = train_toy(tmp_path / "fixed", seed=0, iterations=40, batch=20, z_dim=3, log_every=4,
+                  **ARMS["diffusion_gan_fixedT1000"])
+    history = json.loads((tmp_path / "fixed" / "gan_history.json").read_text())
+    assert m["p0"] == 1.0 and m["T"] == 1000 and [h["T"] for h in history] == [1000] * 10
+    assert all(h["p"] == 1.0 for h in history)
+    from forces import analyse, plot  # the force diagnostic runs on that run's saved nets
+
+    res = analyse(tmp_path / "fixed", sigma=0.05, noisy=True, samples=200, draws=2, mixture_draws=2)
+    assert list(res["per_step"]) == ["0", "10", "50", "100", "200", "300", "500", "700", "1000"]
+    assert res["off_mode"] == len(res["_pts"]) > 0 and res["training_mixture"]["norm"] > 0
+    plot(tmp_path / "forces.png", res, torch.zeros(1, 2))
+    assert (tmp_path / "forces.png").stat().st_size > 1000
+    m = train_toy(tmp_path / "adaptive", seed=0, iterations=4, batch=20, z_dim=3, log_every=4, **ARMS["diffusion_gan"])
+    assert m["p0"] == 0.0 and m["T"] <= 11  # one controller update away from t_min = 10

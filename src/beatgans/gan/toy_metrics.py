@@ -33,3 +33,43 @@ def mode_coverage(
         "num_modes": float(centers.shape[0]),
         "hq_share": float(hq.float().mean()),
     }
+
+
+def generator_forces(
+    points: torch.Tensor,
+    discriminator,
+    diffusion,
+    t: int | torch.Tensor,
+    draws: int = 16,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The pull the generator's loss puts on each fake sample when D sees it at noise step ``t``.
+
+    ``-d/dx softplus(-D(q(x, t), t))`` (the non-saturating generator loss), averaged over ``draws``
+    noise draws: the direction and strength with which one gradient step would move each sample
+    if the generator could move samples freely. The chain rule through the noising scales it by
+    ``sqrt(abar_t)``, so large ``t`` pulls weakly even where D's noisy view is informative.
+
+    Args:
+        points: (N, D) fake samples (detached from the generator).
+        discriminator: ``D(x (N, D), t (N,) int64, None) -> logits (N,)``.
+        diffusion: an ``AdaptiveDiffusion`` whose schedule covers ``t`` (``0 <= t <= diffusion.T``).
+        t: the noise step: an int for every sample, or (N,) int64 per sample; 0 is the clean view.
+        draws: noise draws averaged per sample (1 is enough at ``t = 0``).
+        generator: RNG for the noise draws.
+    Returns:
+        (N, D) float32 forces.
+    """
+    x = points.detach().float()
+    steps = torch.as_tensor(t, dtype=torch.long).to(x.device).expand(x.shape[0]).contiguous()
+    if steps.min() < 0 or steps.max() > diffusion.T:
+        raise ValueError(f"t must lie in the diffusion's current range 0..{diffusion.T}, got {steps.min()}..{steps.max()}")
+    draws = draws if steps.max() > 0 else 1
+    total = torch.zeros_like(x)
+    for _ in range(draws):
+        xr = x.clone().requires_grad_(True)
+        noise = torch.randn(x.shape, generator=generator).to(x.device)
+        logits = discriminator(diffusion.q_sample(xr, steps, noise), steps, None)
+        (grad,) = torch.autograd.grad(torch.nn.functional.softplus(-logits).sum(), xr)
+        total -= grad
+    return total / draws

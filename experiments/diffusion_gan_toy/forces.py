@@ -1,0 +1,118 @@
+"""Where does D pull the generator's samples? Forces on the fakes of a finished toy run, per noise step.
+
+For a run written by ``loop.py`` (``runs/<tag>_<arm>_seed<s>/`` with ``nets.pt``), draws the raw
+generator's samples, keeps the off-mode ones (farther than 3 std from every centre: the mass the
+generator would have to move to cover more modes) and measures ``beatgans.gan.generator_forces``
+on them, the pull ``-d/dx softplus(-D(q(x, t), t))`` of the non-saturating generator loss:
+
+- at fixed steps t (0 = D's clean view), and
+- under the run's own training mixture of steps (``AdaptiveDiffusion.sample_t`` at its final T:
+  half the slots clean, half drawn from 1..T), i.e. the expected pull during training.
+
+Each force is split into its radial part toward the grid's centre (positive = inward, towards the
+inner modes) and the rest. Writes ``results/<tag>/forces_<arm>_seed<s>.json`` and a quiver plot.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python experiments/diffusion_gan_toy/forces.py \\
+        --tag ct --arm diffusion_gan_fixedT1000 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from beatgans.data.toy2d import gaussian_grid_modes
+from beatgans.gan import AdaptiveDiffusion, generator_forces
+from beatgans.nets.toy import ToyDiscriminator, ToyGenerator
+
+HERE = Path(__file__).resolve().parent
+STEPS = (0, 10, 50, 100, 200, 300, 500, 700, 1000)
+
+
+def summarize(points: torch.Tensor, forces: torch.Tensor) -> dict[str, float]:
+    """Mean |force|, mean inward (toward the origin) component and mean |rest| over the points."""
+    inward_dir = -points / points.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    inward = (forces * inward_dir).sum(1)
+    rest = (forces - inward[:, None] * inward_dir).norm(dim=1)
+    return {"norm": float(forces.norm(dim=1).mean()), "inward": float(inward.mean()),
+            "inward_share_positive": float((inward > 0).float().mean()), "other": float(rest.mean())}
+
+
+def analyse(run: Path, sigma: float, noisy: bool, samples: int = 2500, draws: int = 16, mixture_draws: int = 64) -> dict:
+    metrics = json.loads((run / "metrics.json").read_text())
+    nets = torch.load(run / "nets.pt", weights_only=True)
+    G, D = ToyGenerator(z_dim=nets["z_dim"]), ToyDiscriminator()
+    G.load_state_dict(nets["generator"])
+    D.load_state_dict(nets["discriminator"])
+    T = int(metrics["T"])
+    diffusion = AdaptiveDiffusion(t_min=T, t_max=T, sigma=sigma, t_dist="priority" if T >= 2 else "uniform",
+                                  noise_enabled=noisy, seed=0)
+    rng = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        fakes = G(torch.randn(samples, nets["z_dim"], generator=rng))
+    modes = gaussian_grid_modes(metrics["spacing"])
+    off = torch.cdist(fakes, modes).min(1).values > 3 * metrics["data_std"]
+    pts = fakes[off]
+    out = {"run": run.name, "T": T, "noised_in_training": noisy, "samples": samples,
+           "off_mode": int(off.sum()), "per_step": {}}
+    for t in (s for s in STEPS if s <= T and (noisy or s == 0)):
+        out["per_step"][str(t)] = summarize(pts, generator_forces(pts, D, diffusion, t, draws, rng))
+    mix = torch.zeros_like(pts)
+    for _ in range(mixture_draws):
+        mix += generator_forces(pts, D, diffusion, diffusion.sample_t(len(pts)), 1, rng)
+    out["training_mixture"] = summarize(pts, mix / mixture_draws)
+    out["_pts"], out["_clean"], out["_mix"] = pts, generator_forces(pts, D, diffusion, 0, 1, rng), mix / mixture_draws
+    return out
+
+
+def plot(path: Path, res: dict, modes: torch.Tensor) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.6))
+    FigureCanvasAgg(fig)
+    pts = res["_pts"][:600]
+    for i, (key, title) in enumerate((("_clean", "clean view (t = 0)"), ("_mix", f"training mixture (T = {res['T']})"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        f = res[key][:600]
+        inward = (f * -pts / pts.norm(dim=1, keepdim=True).clamp_min(1e-8)).sum(1)
+        unit = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        ax.quiver(pts[:, 0], pts[:, 1], unit[:, 0], unit[:, 1], inward.sign(), cmap="coolwarm_r",
+                      clim=(-1, 1), scale=40, width=0.003)
+        ax.scatter(modes[:, 0], modes[:, 1], marker="x", c="k", s=20)
+        ax.set_aspect("equal")
+        s = res["per_step"]["0"] if key == "_clean" else res["training_mixture"]
+        ax.set_title(f"{title}\nmean |f| {s['norm']:.2f}, mean inward {s['inward']:+.2f}", fontsize=9)
+    fig.suptitle(f"{res['run']}: direction of the generator-loss pull on off-mode fakes (blue = inward)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main() -> None:
+    import sys
+
+    sys.path.insert(0, str(HERE))
+    from run import ARMS, run_dir
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tag", default="ct")
+    ap.add_argument("--arm", default="diffusion_gan")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    run = run_dir(args.arm, args.seed, args.tag)
+    if not (run / "nets.pt").exists():
+        raise SystemExit(f"{run}/nets.pt not found: train that run first with run.py (nets.pt is not in git).")
+    res = analyse(run, ARMS[args.arm]["sigma"], ARMS[args.arm]["noise_enabled"])
+    dest = HERE / "results" / args.tag
+    dest.mkdir(parents=True, exist_ok=True)
+    plot(dest / f"forces_{args.arm}_seed{args.seed}.png", res, gaussian_grid_modes(json.loads((run / "metrics.json").read_text())["spacing"]))
+    res = {k: v for k, v in res.items() if not k.startswith("_")}
+    (dest / f"forces_{args.arm}_seed{args.seed}.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
