@@ -30,6 +30,10 @@ ARMS = {
     # ablation: T fixed at its maximum (1000) from iteration 0 (p starts at 1, the controller frozen),
     # so the noise is there before the generator settles, which the adaptive arms never allow
     "diffusion_gan_fixedT1000": {"noise_enabled": True, "sigma": 0.05, "p": 1.0, "ada_kimg": float("inf")},
+    # ablation: the same without clean slots (every D input noised, t ~ priority over 1..1000, as in
+    # the paper's formulas), which removes the clean view whose pull runs along the border (forces.py)
+    "diffusion_gan_fixedT1000_noclean": {"noise_enabled": True, "sigma": 0.05, "p": 1.0, "ada_kimg": float("inf"),
+                                         "num_clean": 0},
 }
 RUNS = HERE / "runs"
 

@@ -177,4 +177,7 @@ def test_toy_loop_fixed_t_arm_keeps_the_noise_at_its_maximum(tmp_path):
     plot(tmp_path / "forces.png", res, torch.zeros(1, 2))
     assert (tmp_path / "forces.png").stat().st_size > 1000
     m = train_toy(tmp_path / "adaptive", seed=0, iterations=4, batch=20, z_dim=3, log_every=4, **ARMS["diffusion_gan"])
-    assert m["p0"] == 0.0 and m["T"] <= 11  # one controller update away from t_min = 10
+    assert m["p0"] == 0.0 and m["T"] <= 11 and m["num_clean"] == 32  # one controller update away from t_min = 10
+    m = train_toy(tmp_path / "noclean", seed=0, iterations=4, batch=20, z_dim=3, log_every=4,
+                  **ARMS["diffusion_gan_fixedT1000_noclean"])
+    assert m["num_clean"] == 0 and m["T"] == 1000
