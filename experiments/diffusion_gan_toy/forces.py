@@ -6,8 +6,8 @@ generator would have to move to cover more modes) and measures ``beatgans.gan.ge
 on them, the pull ``-d/dx softplus(-D(q(x, t), t))`` of the non-saturating generator loss:
 
 - at fixed steps t (0 = D's clean view), and
-- under the run's own training mixture of steps (``AdaptiveDiffusion.sample_t`` at its final T:
-  half the slots clean, half drawn from 1..T), i.e. the expected pull during training.
+- under the run's own training mixture of steps (``AdaptiveDiffusion.sample_t`` at its final T with
+  the arm's clean slots and t distribution), i.e. the expected pull during training.
 
 Each force is split into its radial part toward the grid's centre (positive = inward, towards the
 inner modes) and the rest. Writes ``results/<tag>/forces_<arm>_seed<s>.json`` and a quiver plot.
@@ -41,22 +41,26 @@ def summarize(points: torch.Tensor, forces: torch.Tensor) -> dict[str, float]:
             "inward_share_positive": float((inward > 0).float().mean()), "other": float(rest.mean())}
 
 
-def analyse(run: Path, sigma: float, noisy: bool, samples: int = 2500, draws: int = 16, mixture_draws: int = 64) -> dict:
+def analyse(run: Path, sigma: float, noisy: bool, samples: int = 2500, draws: int = 16, mixture_draws: int = 64,
+            num_clean: int = 32, t_dist: str = "priority") -> dict:
+    """Forces on the off-mode fakes of ``run``; ``sigma``, ``noisy``, ``num_clean`` and ``t_dist`` must be the
+    run's own diffusion settings (its arm in run.py), so that the training mixture is the one it trained with."""
     metrics = json.loads((run / "metrics.json").read_text())
     nets = torch.load(run / "nets.pt", weights_only=True)
     G, D = ToyGenerator(z_dim=nets["z_dim"]), ToyDiscriminator()
     G.load_state_dict(nets["generator"])
     D.load_state_dict(nets["discriminator"])
     T = int(metrics["T"])
-    diffusion = AdaptiveDiffusion(t_min=T, t_max=T, sigma=sigma, t_dist="priority" if T >= 2 else "uniform",
-                                  noise_enabled=noisy, seed=0)
+    diffusion = AdaptiveDiffusion(t_min=T, t_max=T, sigma=sigma, t_dist=t_dist if T >= 2 else "uniform",
+                                  num_clean=num_clean, noise_enabled=noisy, seed=0)
     rng = torch.Generator().manual_seed(0)
     with torch.no_grad():
         fakes = G(torch.randn(samples, nets["z_dim"], generator=rng))
     modes = gaussian_grid_modes(metrics["spacing"])
     off = torch.cdist(fakes, modes).min(1).values > 3 * metrics["data_std"]
     pts = fakes[off]
-    out = {"run": run.name, "T": T, "noised_in_training": noisy, "samples": samples,
+    out = {"run": run.name, "T": T, "noised_in_training": noisy, "num_clean": num_clean, "t_dist": t_dist,
+           "samples": samples,
            "off_mode": int(off.sum()), "per_step": {}}
     for t in (s for s in STEPS if s <= T and (noisy or s == 0)):
         out["per_step"][str(t)] = summarize(pts, generator_forces(pts, D, diffusion, t, draws, rng))
@@ -105,7 +109,9 @@ def main() -> None:
     run = run_dir(args.arm, args.seed, args.tag)
     if not (run / "nets.pt").exists():
         raise SystemExit(f"{run}/nets.pt not found: train that run first with run.py (nets.pt is not in git).")
-    res = analyse(run, ARMS[args.arm]["sigma"], ARMS[args.arm]["noise_enabled"])
+    arm = ARMS[args.arm]
+    res = analyse(run, arm["sigma"], arm["noise_enabled"], num_clean=arm.get("num_clean", 32),
+                  t_dist=arm.get("t_dist", "priority"))
     dest = HERE / "results" / args.tag
     dest.mkdir(parents=True, exist_ok=True)
     plot(dest / f"forces_{args.arm}_seed{args.seed}.png", res, gaussian_grid_modes(json.loads((run / "metrics.json").read_text())["spacing"]))

@@ -33,7 +33,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
               batch: int = 512, lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.9), z_dim: int = 2,
               data_std: float = 0.05, target: float = 0.6, log_every: int = 250, spacing: float = 2.0,
               r1_gamma: float = 0.0, r1_interval: int = 16, dataset_size: int = 0, p: float = 0.0,
-              ada_kimg: float = 100.0, num_clean: int = 32) -> dict:
+              ada_kimg: float = 100.0, num_clean: int = 32, t_dist: str = "priority", t_max: int = 1000) -> dict:
     """Train one arm; write metrics.json, gan_history.json and scatter PNGs into ``out_dir``.
 
     ``spacing`` is the grid spacing (2 -> centres {-4..4}^2); ``data_std`` the per-mode std. Scaling
@@ -44,12 +44,13 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     epochs instead of a fresh sample per batch, so D can overfit and the controller has a reason
     to raise T. ``p`` is the controller's starting strength (0: T starts at t_min; 1: at t_max) and
     ``ada_kimg`` its speed (thousands of images for p to move by 1; a huge value freezes T);
-    ``num_clean`` the clean (t = 0) slots of the 64 (32 in the reference code, 0 in the paper's formulas).
+    ``num_clean`` the clean (t = 0) slots of the 64 (32 in the reference code, 0 in the paper's formulas);
+    ``t_dist`` and ``t_max`` the step distribution and T's ceiling (the reference: priority / 1000, uniform / 500).
     """
     torch.manual_seed(seed)
     data_gen = torch.Generator().manual_seed(10_000 + seed)
     diffusion = AdaptiveDiffusion(sigma=sigma, target=target, noise_enabled=noise_enabled, seed=seed, p=p,
-                                  ada_kimg=ada_kimg, num_clean=num_clean)
+                                  ada_kimg=ada_kimg, num_clean=num_clean, t_dist=t_dist, t_max=t_max)
     opt = partial(torch.optim.Adam, lr=lr, betas=betas)
     module = DiffusionGANModule(ToyGenerator(z_dim=z_dim), ToyDiscriminator(), diffusion, opt, opt,
                                 r1_gamma=r1_gamma, r1_interval=r1_interval, ema_rate=0.999, eval_modes=gaussian_grid_modes(spacing),
@@ -100,7 +101,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
         if it in (iterations // 4, iterations // 2):
             _scatter(module, out_dir / f"scatter_it{it:06d}.png", f"it {it} T={diffusion.T}")
     seconds = time.time() - start
-    metrics = {"iterations": iterations, "lr": lr, "p0": p, "ada_kimg": ada_kimg, "num_clean": num_clean, "betas": list(betas), "batch": batch, "z_dim": z_dim,
+    metrics = {"iterations": iterations, "lr": lr, "p0": p, "ada_kimg": ada_kimg, "num_clean": num_clean, "t_dist": t_dist, "t_max": t_max, "betas": list(betas), "batch": batch, "z_dim": z_dim,
                "dataset_size": dataset_size, "r1_gamma": r1_gamma, "r1_interval": r1_interval, "spacing": spacing, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
                "max_T": max([h["T"] for h in history] or [diffusion.T]), "r_d": diffusion.last_r_d}
     for tag, use_ema in (("", False), ("ema_", True)):
