@@ -7,9 +7,11 @@ phases and losses are the ones of ``DiffusionGANModule.training_step``: a G step
 non-saturating loss through the (differentiable) noising, then the module's ``discriminator_loss``
 on noised fakes and reals (``sign(D(real))`` fed to the controller; lazy R1 only when ``r1_gamma``
 > 0, 0 in every recorded arm), ``diffusion.step(batch)`` once per iteration. The only difference
-between arms is the ``AdaptiveDiffusion`` switches (noise on/off, sigma, target).
+between arms are the ``AdaptiveDiffusion`` settings (listed below).
 
-Each training batch is drawn fresh from the mixture (infinite data), seeded by the run seed.
+Each training batch is drawn fresh from the mixture (infinite data), seeded by the run seed, unless
+``dataset_size`` > 0 (a fixed set in reshuffled epochs). The ``AdaptiveDiffusion`` options of the
+arms (``sigma``, ``target``, ``p``, ``ada_kimg``, ``num_clean``, ``t_dist``, ``t_max``) pass through.
 """
 
 from __future__ import annotations
