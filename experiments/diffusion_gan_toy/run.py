@@ -34,6 +34,8 @@ ARMS = {
     # the paper's formulas), which removes the clean view whose pull runs along the border (forces.py)
     "diffusion_gan_fixedT1000_noclean": {"noise_enabled": True, "sigma": 0.05, "p": 1.0, "ada_kimg": float("inf"),
                                          "num_clean": 0},
+    # the paper's formulas: the reference defaults (adaptive T, priority t) with no clean slots
+    "diffusion_gan_noclean": {"noise_enabled": True, "sigma": 0.05, "num_clean": 0},
     # the reference code's other setting: uniform t over 1..T with t_max 500 (adaptive, 32 clean slots)
     "diffusion_gan_uniform": {"noise_enabled": True, "sigma": 0.05, "t_dist": "uniform", "t_max": 500},
     # ablation: no clean slots with the reference's uniform variant (t uniform over 1..500, T fixed at
