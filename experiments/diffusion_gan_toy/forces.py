@@ -32,47 +32,58 @@ HERE = Path(__file__).resolve().parent
 STEPS = (0, 10, 50, 100, 200, 300, 500, 700, 1000)
 
 
+def _inward_dir(points: torch.Tensor) -> torch.Tensor:
+    """Unit vectors from each point toward the origin (the grid's centre): (N, 2)."""
+    return -points / points.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
 def summarize(points: torch.Tensor, forces: torch.Tensor) -> dict[str, float]:
     """Mean |force|, mean inward (toward the origin) component and mean |rest| over the points."""
-    inward_dir = -points / points.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    inward_dir = _inward_dir(points)
     inward = (forces * inward_dir).sum(1)
     rest = (forces - inward[:, None] * inward_dir).norm(dim=1)
     return {"norm": float(forces.norm(dim=1).mean()), "inward": float(inward.mean()),
             "inward_share_positive": float((inward > 0).float().mean()), "other": float(rest.mean())}
 
 
-def analyse(run: Path, sigma: float, noisy: bool, samples: int = 2500, draws: int = 16, mixture_draws: int = 64,
-            num_clean: int = 32, t_dist: str = "priority") -> dict:
-    """Forces on the off-mode fakes of ``run``; ``sigma``, ``noisy``, ``num_clean`` and ``t_dist`` must be the
-    run's own diffusion settings (its arm in run.py), so that the training mixture is the one it trained with."""
+def analyse(run: Path, arm: dict, samples: int = 2500, draws: int = 16, mixture_draws: int = 64) -> dict:
+    """Forces on the off-mode fakes of ``run``, trained with ``arm`` (its entry in run.py's ARMS): the
+    arm's noising settings rebuild its diffusion at the run's final T, so the training mixture is the
+    one it trained with."""
     metrics = json.loads((run / "metrics.json").read_text())
     nets = torch.load(run / "nets.pt", weights_only=True)
     G, D = ToyGenerator(z_dim=nets["z_dim"]), ToyDiscriminator()
     G.load_state_dict(nets["generator"])
     D.load_state_dict(nets["discriminator"])
     T = int(metrics["T"])
-    diffusion = AdaptiveDiffusion(t_min=T, t_max=T, sigma=sigma, t_dist=t_dist if T >= 2 else "uniform",
-                                  num_clean=num_clean, noise_enabled=noisy, seed=0)
+    noising = {k: arm[k] for k in ("sigma", "noise_enabled", "num_clean", "t_dist") if k in arm}
+    if T < 2:
+        noising["t_dist"] = "uniform"  # priority weights t - 1 vanish at T = 1
+    diffusion = AdaptiveDiffusion(t_min=T, t_max=T, seed=0, **noising)
+    noisy = diffusion.noise_enabled
     rng = torch.Generator().manual_seed(0)
     with torch.no_grad():
         fakes = G(torch.randn(samples, nets["z_dim"], generator=rng))
     modes = gaussian_grid_modes(metrics["spacing"])
     off = torch.cdist(fakes, modes).min(1).values > 3 * metrics["data_std"]
     pts = fakes[off]
-    out = {"run": run.name, "T": T, "noised_in_training": noisy, "num_clean": num_clean, "t_dist": t_dist,
-           "samples": samples,
-           "off_mode": int(off.sum()), "per_step": {}}
+    out = {"run": run.name, "T": T, "noised_in_training": noisy, "num_clean": diffusion.num_clean,
+           "t_dist": diffusion.t_dist, "samples": samples, "off_mode": int(off.sum()), "per_step": {}}
     for t in (s for s in STEPS if s <= T and (noisy or s == 0)):
-        out["per_step"][str(t)] = summarize(pts, generator_forces(pts, D, diffusion, t, draws, rng))
+        forces = generator_forces(pts, D, diffusion, t, draws, rng)
+        out["per_step"][str(t)] = summarize(pts, forces)
+        if t == 0:
+            out["_clean"] = forces
     mix = torch.zeros_like(pts)
     for _ in range(mixture_draws):
         mix += generator_forces(pts, D, diffusion, diffusion.sample_t(len(pts)), 1, rng)
     out["training_mixture"] = summarize(pts, mix / mixture_draws)
-    out["_pts"], out["_clean"], out["_mix"] = pts, generator_forces(pts, D, diffusion, 0, 1, rng), mix / mixture_draws
+    out["_pts"], out["_mix"], out["_modes"] = pts, mix / mixture_draws, modes
     return out
 
 
-def plot(path: Path, res: dict, modes: torch.Tensor) -> None:
+def plot(path: Path, res: dict) -> None:
+    """Quiver plots of the force directions at t = 0 and under the training mixture (from ``analyse``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -82,11 +93,11 @@ def plot(path: Path, res: dict, modes: torch.Tensor) -> None:
     for i, (key, title) in enumerate((("_clean", "clean view (t = 0)"), ("_mix", f"training mixture (T = {res['T']})"))):
         ax = fig.add_subplot(1, 2, i + 1)
         f = res[key][:600]
-        inward = (f * -pts / pts.norm(dim=1, keepdim=True).clamp_min(1e-8)).sum(1)
+        inward = (f * _inward_dir(pts)).sum(1)
         unit = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
         ax.quiver(pts[:, 0], pts[:, 1], unit[:, 0], unit[:, 1], inward.sign(), cmap="coolwarm_r",
                       clim=(-1, 1), scale=40, width=0.003)
-        ax.scatter(modes[:, 0], modes[:, 1], marker="x", c="k", s=20)
+        ax.scatter(res["_modes"][:, 0], res["_modes"][:, 1], marker="x", c="k", s=20)
         ax.set_aspect("equal")
         s = res["per_step"]["0"] if key == "_clean" else res["training_mixture"]
         ax.set_title(f"{title}\nmean |f| {s['norm']:.2f}, mean inward {s['inward']:+.2f}", fontsize=9)
@@ -109,12 +120,10 @@ def main() -> None:
     run = run_dir(args.arm, args.seed, args.tag)
     if not (run / "nets.pt").exists():
         raise SystemExit(f"{run}/nets.pt not found: train that run first with run.py (nets.pt is not in git).")
-    arm = ARMS[args.arm]
-    res = analyse(run, arm["sigma"], arm["noise_enabled"], num_clean=arm.get("num_clean", 32),
-                  t_dist=arm.get("t_dist", "priority"))
+    res = analyse(run, ARMS[args.arm])
     dest = HERE / "results" / args.tag
     dest.mkdir(parents=True, exist_ok=True)
-    plot(dest / f"forces_{args.arm}_seed{args.seed}.png", res, gaussian_grid_modes(json.loads((run / "metrics.json").read_text())["spacing"]))
+    plot(dest / f"forces_{args.arm}_seed{args.seed}.png", res)
     res = {k: v for k, v in res.items() if not k.startswith("_")}
     (dest / f"forces_{args.arm}_seed{args.seed}.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))

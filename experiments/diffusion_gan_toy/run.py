@@ -21,27 +21,28 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 # arm -> AdaptiveDiffusion switches; everything else is identical across arms
+_REFERENCE = {"noise_enabled": True, "sigma": 0.05}  # the reference code's defaults otherwise
+_FROZEN_AT_MAX = {"p": 1.0, "ada_kimg": float("inf")}  # T = t_max from iteration 0, the controller never moves it
 ARMS = {
     "gan": {"noise_enabled": False, "sigma": 0.05},
-    "diffusion_gan": {"noise_enabled": True, "sigma": 0.05},           # reference default sigma
+    "diffusion_gan": dict(_REFERENCE),                                  # reference default sigma
     "diffusion_gan_sigma0.2": {"noise_enabled": True, "sigma": 0.2},   # sigma scaled to the data range (x4)
     # ablation, not the reference setting: target r_d 0.2 instead of 0.6, so T rises to its maximum
-    "diffusion_gan_target0.2": {"noise_enabled": True, "sigma": 0.05, "target": 0.2},
-    # ablation: T fixed at its maximum (1000) from iteration 0 (p starts at 1, the controller frozen),
-    # so the noise is there before the generator settles, which the adaptive arms never allow
-    "diffusion_gan_fixedT1000": {"noise_enabled": True, "sigma": 0.05, "p": 1.0, "ada_kimg": float("inf")},
+    "diffusion_gan_target0.2": {**_REFERENCE, "target": 0.2},
+    # ablation: T fixed at its maximum (1000) from iteration 0, so the noise is there before the
+    # generator settles, which the adaptive arms never allow
+    "diffusion_gan_fixedT1000": {**_REFERENCE, **_FROZEN_AT_MAX},
     # ablation: the same without clean slots (every D input noised, t ~ priority over 1..1000, as in
     # the paper's formulas), which removes the clean view whose pull runs along the border (forces.py)
-    "diffusion_gan_fixedT1000_noclean": {"noise_enabled": True, "sigma": 0.05, "p": 1.0, "ada_kimg": float("inf"),
-                                         "num_clean": 0},
+    "diffusion_gan_fixedT1000_noclean": {**_REFERENCE, **_FROZEN_AT_MAX, "num_clean": 0},
     # the paper's formulas: the reference defaults (adaptive T, priority t) with no clean slots
-    "diffusion_gan_noclean": {"noise_enabled": True, "sigma": 0.05, "num_clean": 0},
+    "diffusion_gan_noclean": {**_REFERENCE, "num_clean": 0},
     # the reference code's other setting: uniform t over 1..T with t_max 500 (adaptive, 32 clean slots)
-    "diffusion_gan_uniform": {"noise_enabled": True, "sigma": 0.05, "t_dist": "uniform", "t_max": 500},
+    "diffusion_gan_uniform": {**_REFERENCE, "t_dist": "uniform", "t_max": 500},
     # ablation: no clean slots with the reference's uniform variant (t uniform over 1..500, T fixed at
     # 500), so D's low-t views, which resolve single modes, are drawn as often as the merged ones
-    "diffusion_gan_uniformT500_noclean": {"noise_enabled": True, "sigma": 0.05, "p": 1.0, "ada_kimg": float("inf"),
-                                          "num_clean": 0, "t_dist": "uniform", "t_max": 500},
+    "diffusion_gan_uniformT500_noclean": {**_REFERENCE, **_FROZEN_AT_MAX, "num_clean": 0, "t_dist": "uniform",
+                                          "t_max": 500},
 }
 RUNS = HERE / "runs"
 

@@ -158,8 +158,6 @@ def test_toy_loop_fixed_t_arm_keeps_the_noise_at_its_maximum(tmp_path):
     import json
     import sys
 
-    import torch
-
     sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
     from loop import train_toy
     from run import ARMS
@@ -171,11 +169,11 @@ def test_toy_loop_fixed_t_arm_keeps_the_noise_at_its_maximum(tmp_path):
     assert all(h["p"] == 1.0 for h in history)
     from forces import analyse, plot  # the force diagnostic runs on that run's saved nets
 
-    res = analyse(tmp_path / "fixed", sigma=0.05, noisy=True, samples=200, draws=2, mixture_draws=2)
+    res = analyse(tmp_path / "fixed", ARMS["diffusion_gan_fixedT1000"], samples=200, draws=2, mixture_draws=2)
     assert list(res["per_step"]) == ["0", "10", "50", "100", "200", "300", "500", "700", "1000"]
     assert res["off_mode"] == len(res["_pts"]) > 0 and res["training_mixture"]["norm"] > 0
     assert res["num_clean"] == 32 and res["t_dist"] == "priority"
-    plot(tmp_path / "forces.png", res, torch.zeros(1, 2))
+    plot(tmp_path / "forces.png", res)
     assert (tmp_path / "forces.png").stat().st_size > 1000
     m = train_toy(tmp_path / "adaptive", seed=0, iterations=4, batch=20, z_dim=3, log_every=4, **ARMS["diffusion_gan"])
     assert m["p0"] == 0.0 and m["T"] <= 11 and m["num_clean"] == 32  # one controller update away from t_min = 10
