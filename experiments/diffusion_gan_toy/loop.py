@@ -64,7 +64,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     if dataset_size:
         fixed = sample_gaussian_grid(dataset_size, std=data_std, spacing=spacing, generator=data_gen, balanced=True)[0]
     order, cursor = None, 0
-    history, start = [], time.time()
+    history, progress, start = [], [], time.time()
     sums = torch.zeros(4)  # running sums of sigmoid D(real), sigmoid D(fake), loss_g, loss_d
     n_sum = 0
     for it in range(1, iterations + 1):
@@ -102,20 +102,29 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
             n_sum = 0
         if it in (iterations // 4, iterations // 2):
             _scatter(module, out_dir / f"scatter_it{it:06d}.png", f"it {it} T={diffusion.T}")
+        if it in (iterations // 4, iterations // 2, 3 * iterations // 4):  # sampling uses its own seeds
+            progress.append({"iteration": it, "T": diffusion.T, **_coverage(module, data_std)})
     seconds = time.time() - start
     metrics = {"iterations": iterations, "lr": lr, "p0": p, "ada_kimg": ada_kimg, "num_clean": num_clean, "t_dist": t_dist, "t_max": t_max, "betas": list(betas), "batch": batch, "z_dim": z_dim,
                "dataset_size": dataset_size, "r1_gamma": r1_gamma, "r1_interval": r1_interval, "spacing": spacing, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
                "max_T": max([h["T"] for h in history] or [diffusion.T]), "r_d": diffusion.last_r_d}
-    for tag, use_ema in (("", False), ("ema_", True)):
-        pts = module.sample_images(2500, seed=12345, use_ema=use_ema)
-        metrics.update({f"{tag}{k}": v for k, v in
-                        mode_coverage(pts, module.eval_modes, data_std, min_count=20).items()})
+    metrics.update(_coverage(module, data_std))
+    metrics["progress"] = progress  # the same coverage at 1/4, 1/2 and 3/4 of the run
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out_dir / "gan_history.json").write_text(json.dumps(history, indent=0))
     _scatter(module, out_dir / "scatter_final.png", f"it {iterations} T={diffusion.T}")
     torch.save({"generator": G.state_dict(), "discriminator": D.state_dict(),
                 "ema_generator": module.ema.shadow(0).state_dict(), "z_dim": z_dim}, out_dir / "nets.pt")
     return metrics
+
+
+def _coverage(module: DiffusionGANModule, data_std: float) -> dict:
+    """Modes covered / HQ share of the raw G and (``ema_``-prefixed) the EMA G on 2,500 fixed latents."""
+    out = {}
+    for tag, use_ema in (("", False), ("ema_", True)):
+        pts = module.sample_images(2500, seed=12345, use_ema=use_ema)
+        out.update({f"{tag}{k}": v for k, v in mode_coverage(pts, module.eval_modes, data_std, min_count=20).items()})
+    return out
 
 
 def _scatter(module: DiffusionGANModule, path: Path, title: str) -> None:

@@ -43,6 +43,13 @@ ARMS = {
     # 500), so D's low-t views, which resolve single modes, are drawn as often as the merged ones
     "diffusion_gan_uniformT500_noclean": {**_REFERENCE, **_FROZEN_AT_MAX, "num_clean": 0, "t_dist": "uniform",
                                           "t_max": 500},
+    # the three single-change ablations of diffusion_gan_uniformT500_noclean (each puts one change back):
+    # the reference's 32 clean slots back
+    "diffusion_gan_uniformT500": {**_REFERENCE, **_FROZEN_AT_MAX, "t_dist": "uniform", "t_max": 500},
+    # the adaptive controller back (p starts at 0, T climbs from t_min = 10 as D overfits)
+    "diffusion_gan_uniform_noclean": {**_REFERENCE, "num_clean": 0, "t_dist": "uniform", "t_max": 500},
+    # the reference's priority t back (weights proportional to t - 1 over 1..500)
+    "diffusion_gan_priorityT500_noclean": {**_REFERENCE, **_FROZEN_AT_MAX, "num_clean": 0, "t_max": 500},
 }
 RUNS = HERE / "runs"
 
