@@ -102,14 +102,14 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
             n_sum = 0
         if it in (iterations // 4, iterations // 2):
             _scatter(module, out_dir / f"scatter_it{it:06d}.png", f"it {it} T={diffusion.T}")
-        if it in (iterations // 4, iterations // 2, 3 * iterations // 4):  # sampling uses its own seeds
+        if it % (iterations // 8 or 1) == 0 and it < iterations:  # every eighth; sampling uses its own seeds
             progress.append({"iteration": it, "T": diffusion.T, **_coverage(module, data_std)})
     seconds = time.time() - start
     metrics = {"iterations": iterations, "lr": lr, "p0": p, "ada_kimg": ada_kimg, "num_clean": num_clean, "t_dist": t_dist, "t_max": t_max, "betas": list(betas), "batch": batch, "z_dim": z_dim,
                "dataset_size": dataset_size, "r1_gamma": r1_gamma, "r1_interval": r1_interval, "spacing": spacing, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
                "max_T": max([h["T"] for h in history] or [diffusion.T]), "r_d": diffusion.last_r_d}
     metrics.update(_coverage(module, data_std))
-    metrics["progress"] = progress  # the same coverage at 1/4, 1/2 and 3/4 of the run
+    metrics["progress"] = progress  # the same coverage at every eighth of the run
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out_dir / "gan_history.json").write_text(json.dumps(history, indent=0))
     _scatter(module, out_dir / "scatter_final.png", f"it {iterations} T={diffusion.T}")

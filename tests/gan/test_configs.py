@@ -183,7 +183,7 @@ def test_toy_loop_fixed_t_arm_keeps_the_noise_at_its_maximum(tmp_path):
 
 
 def test_toy_loop_progress_points_leave_training_unchanged(tmp_path):
-    """loop.py records coverage at 1/4, 1/2 and 3/4 of a run; that sampling draws its own latents, so a
+    """loop.py records coverage at every eighth of a run; that sampling draws its own latents, so a
     run's first half is the same trajectory as a run of half the length (the ct200k runs' 100k point).
     The single-change arms of run.py carry exactly one reference setting back."""
     import json
@@ -196,12 +196,12 @@ def test_toy_loop_progress_points_leave_training_unchanged(tmp_path):
     kw = dict(seed=1, batch=20, z_dim=3, log_every=4, dataset_size=100, spacing=0.707, data_std=0.0177)
     long = train_toy(tmp_path / "long", iterations=48, **kw, **ARMS["diffusion_gan_uniformT500_noclean"])
     short = train_toy(tmp_path / "short", iterations=24, **kw, **ARMS["diffusion_gan_uniformT500_noclean"])
-    assert [p["iteration"] for p in long["progress"]] == [12, 24, 36]
-    assert [p["iteration"] for p in short["progress"]] == [6, 12, 18]
+    assert [p["iteration"] for p in long["progress"]] == [6, 12, 18, 24, 30, 36, 42]
+    assert [p["iteration"] for p in short["progress"]] == [3, 6, 9, 12, 15, 18, 21]
     h_long = json.loads((tmp_path / "long" / "gan_history.json").read_text())
     h_short = json.loads((tmp_path / "short" / "gan_history.json").read_text())
     assert h_long[:6] == h_short and len(h_long) == 12  # bit-identical losses and D outputs up to iteration 24
-    mid = long["progress"][1]
+    mid = long["progress"][3]
     for k in ("modes_covered", "hq_share", "ema_modes_covered", "ema_hq_share"):
         assert mid[k] == short[k]
     lead = ARMS["diffusion_gan_uniformT500_noclean"]
