@@ -52,6 +52,7 @@ ARMS = {
     "diffusion_gan_priorityT500_noclean": {**_REFERENCE, **_FROZEN_AT_MAX, "num_clean": 0, "t_max": 500},
 }
 RUNS = HERE / "runs"
+RESULTS = HERE / "results"
 
 
 def run_dir(arm: str, seed: int, tag: str = "loop") -> Path:
@@ -62,9 +63,11 @@ def aggregate(seeds: list[int], iterations: int, tag: str = "loop") -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    arms = [a for a in ARMS if all((run_dir(a, s, tag) / "metrics.json").exists() for s in seeds)]
-    rows = {(a, s): json.loads((run_dir(a, s, tag) / "metrics.json").read_text()) for a in arms for s in seeds}
-    hist = {(a, s): json.loads((run_dir(a, s, tag) / "gan_history.json").read_text()) for a in arms for s in seeds}
+    done = {(a, s) for a in ARMS for s in seeds if (run_dir(a, s, tag) / "metrics.json").exists()}
+    arms = [a for a in ARMS if any((a, s) in done for s in seeds)]  # an arm with any finished seed
+    rows = {(a, s): json.loads((run_dir(a, s, tag) / "metrics.json").read_text()) for a in arms for s in seeds
+            if (a, s) in done}
+    hist = {k: json.loads((run_dir(*k, tag) / "gan_history.json").read_text()) for k in rows}
     lines = ["| arm | seed | modes covered (G) | HQ share (G) | modes covered (EMA G) | HQ share (EMA G) "
              "| final T | max T | final r_d | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (a, s), m in rows.items():
@@ -72,13 +75,14 @@ def aggregate(seeds: list[int], iterations: int, tag: str = "loop") -> str:
                      f"{m['ema_modes_covered']:.0f}/25 | {m['ema_hq_share']:.3f} | {m['T']} | {m['max_T']} | "
                      f"{m['r_d']:.2f} | {m['train_seconds']:.0f} |")
     for a in arms:
-        ms = [rows[(a, s)] for s in seeds]
+        ms = [rows[(a, s)] for s in seeds if (a, s) in rows]
         mean = {k: sum(m[k] for m in ms) / len(ms) for k in ("modes_covered", "hq_share", "ema_modes_covered",
                                                              "ema_hq_share")}
-        lines.append(f"| **{a} mean** | | {mean['modes_covered']:.1f}/25 | {mean['hq_share']:.3f} | "
+        n = "" if len(ms) == len(seeds) else f" ({len(ms)} of {len(seeds)} seeds)"
+        lines.append(f"| **{a} mean{n}** | | {mean['modes_covered']:.1f}/25 | {mean['hq_share']:.3f} | "
                      f"{mean['ema_modes_covered']:.1f}/25 | {mean['ema_hq_share']:.3f} | | | | |")
     table = "\n".join(lines)
-    res = HERE / "results" if tag == "loop" else HERE / "results" / tag
+    res = RESULTS if tag == "loop" else RESULTS / tag
     res.mkdir(parents=True, exist_ok=True)
     (res / "table.md").write_text(f"{iterations} iterations per run, seeds {seeds}\n\n{table}\n")
 
@@ -86,6 +90,8 @@ def aggregate(seeds: list[int], iterations: int, tag: str = "loop") -> str:
     FigureCanvasAgg(fig)
     for i, s in enumerate(seeds):
         for j, a in enumerate(arms):
+            if (a, s) not in hist:
+                continue
             h = hist[(a, s)]
             ax = fig.add_subplot(len(seeds), len(arms), len(arms) * i + j + 1)
             it = [r["iteration"] for r in h]
@@ -100,10 +106,40 @@ def aggregate(seeds: list[int], iterations: int, tag: str = "loop") -> str:
             ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(res / "d_outputs.png", dpi=70)
-    for a in arms:
-        for s in seeds:
-            shutil.copy(run_dir(a, s, tag) / "scatter_final.png", res / f"scatter_{a}_seed{s}.png")
+    for a, s in rows:
+        shutil.copy(run_dir(a, s, tag) / "scatter_final.png", res / f"scatter_{a}_seed{s}.png")
+    _coverage_plot(rows, res / "coverage.png")
     return table
+
+
+def _coverage_plot(rows: dict, path: Path) -> None:
+    """Modes covered (raw G solid, EMA G dashed) against iteration for every run that recorded its
+    ``progress`` points, one panel per arm, one colour per seed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = {k: m for k, m in rows.items() if m.get("progress")}
+    arms = list(dict.fromkeys(a for a, _ in rows))
+    if not arms:
+        return
+    fig = Figure(figsize=(4.5 * len(arms), 3.4))
+    FigureCanvasAgg(fig)
+    for j, a in enumerate(arms):
+        ax = fig.add_subplot(1, len(arms), j + 1)
+        for (arm, s), m in rows.items():
+            if arm != a:
+                continue
+            pts = m["progress"] + [{"iteration": m["iterations"], **m}]
+            it = [p["iteration"] for p in pts]
+            line, = ax.plot(it, [p["modes_covered"] for p in pts], marker="o", ms=3, label=f"seed {s} (G)")
+            ax.plot(it, [p["ema_modes_covered"] for p in pts], ls="--", color=line.get_color(), label=f"seed {s} (EMA)")
+        ax.set_ylim(0, 25.5)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("modes covered of 25")
+        ax.set_title(a, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
 
 
 def main() -> None:

@@ -182,7 +182,7 @@ def test_toy_loop_fixed_t_arm_keeps_the_noise_at_its_maximum(tmp_path):
     assert m["num_clean"] == 0 and m["T"] == 1000
 
 
-def test_toy_loop_progress_points_leave_training_unchanged(tmp_path):
+def test_toy_loop_progress_points_leave_training_unchanged(tmp_path, monkeypatch):
     """loop.py records coverage at every eighth of a run; that sampling draws its own latents, so a
     run's first half is the same trajectory as a run of half the length (the ct200k runs' 100k point).
     The single-change arms of run.py carry exactly one reference setting back."""
@@ -190,25 +190,34 @@ def test_toy_loop_progress_points_leave_training_unchanged(tmp_path):
     import sys
 
     sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    import run
     from loop import train_toy
     from run import ARMS
 
     kw = dict(seed=1, batch=20, z_dim=3, log_every=4, dataset_size=100, spacing=0.707, data_std=0.0177)
-    long = train_toy(tmp_path / "long", iterations=48, **kw, **ARMS["diffusion_gan_uniformT500_noclean"])
-    short = train_toy(tmp_path / "short", iterations=24, **kw, **ARMS["diffusion_gan_uniformT500_noclean"])
+    arm = "diffusion_gan_uniformT500_noclean"
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run, "RESULTS", tmp_path / "results")
+    long = train_toy(run.run_dir(arm, 1, "long"), iterations=48, **kw, **ARMS[arm])
+    short = train_toy(run.run_dir(arm, 1, "short"), iterations=24, **kw, **ARMS[arm])
     assert [p["iteration"] for p in long["progress"]] == [6, 12, 18, 24, 30, 36, 42]
     assert [p["iteration"] for p in short["progress"]] == [3, 6, 9, 12, 15, 18, 21]
-    h_long = json.loads((tmp_path / "long" / "gan_history.json").read_text())
-    h_short = json.loads((tmp_path / "short" / "gan_history.json").read_text())
+    h_long = json.loads((run.run_dir(arm, 1, "long") / "gan_history.json").read_text())
+    h_short = json.loads((run.run_dir(arm, 1, "short") / "gan_history.json").read_text())
     assert h_long[:6] == h_short and len(h_long) == 12  # bit-identical losses and D outputs up to iteration 24
     mid = long["progress"][3]
     for k in ("modes_covered", "hq_share", "ema_modes_covered", "ema_hq_share"):
         assert mid[k] == short[k]
-    lead = ARMS["diffusion_gan_uniformT500_noclean"]
-    for arm, back in (("diffusion_gan_uniformT500", {"num_clean": 32}),
-                      ("diffusion_gan_uniform_noclean", {"p": 0.0, "ada_kimg": 100.0}),
-                      ("diffusion_gan_priorityT500_noclean", {"t_dist": "priority"})):
-        with_defaults = {"p": 0.0, "ada_kimg": 100.0, "num_clean": 32, "t_dist": "priority", **ARMS[arm]}
+    # run.py's aggregation over the seeds that finished: the table marks the partial mean, and the
+    # coverage curve is drawn from the progress points
+    table = run.aggregate([0, 1], 48, "long")
+    assert f"| {arm} | 1 | {long['modes_covered']:.0f}/25 |" in table and "(1 of 2 seeds)" in table
+    assert (tmp_path / "results" / "long" / "coverage.png").stat().st_size > 1000
+    lead = ARMS[arm]
+    for single, back in (("diffusion_gan_uniformT500", {"num_clean": 32}),
+                         ("diffusion_gan_uniform_noclean", {"p": 0.0, "ada_kimg": 100.0}),
+                         ("diffusion_gan_priorityT500_noclean", {"t_dist": "priority"})):
+        with_defaults = {"p": 0.0, "ada_kimg": 100.0, "num_clean": 32, "t_dist": "priority", **ARMS[single]}
         lead_full = {"p": 0.0, "ada_kimg": 100.0, "num_clean": 32, "t_dist": "priority", **lead}
         assert {k for k in lead_full if lead_full[k] != with_defaults[k]} == set(back)
         assert all(with_defaults[k] == v for k, v in back.items())
