@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from beatgans.gan import AdaptiveDiffusion, generator_forces, mode_coverage
+from beatgans.gan import AdaptiveDiffusion, generator_forces, mode_counts, mode_coverage
 
 
 def test_schedule_has_leading_identity_and_matches_linspace():
@@ -194,6 +194,9 @@ def test_mode_coverage_counts():
     assert cov["modes_covered"] == 2.0 and cov["num_modes"] == 3.0
     assert cov["hq_share"] == pytest.approx(0.8)
     assert mode_coverage(pts, centers, std=0.05, min_count=11)["modes_covered"] == 1.0
+    assert mode_counts(pts, centers, std=0.05).tolist() == [30, 10, 0]
+    # (2, 0.1) is 2 std out: inside 3 std, outside 1.5 std
+    assert mode_counts(pts, centers, std=0.05, radius=1.5).tolist() == [30, 0, 0]
 
 
 def test_pickles_with_its_generator_state():

@@ -221,3 +221,38 @@ def test_toy_loop_progress_points_leave_training_unchanged(tmp_path, monkeypatch
         lead_full = {"p": 0.0, "ada_kimg": 100.0, "num_clean": 32, "t_dist": "priority", **lead}
         assert {k for k in lead_full if lead_full[k] != with_defaults[k]} == set(back)
         assert all(with_defaults[k] == v for k, v in back.items())
+
+
+def test_toy_modes_counts_the_saved_generators(tmp_path):
+    """modes.py loads a run's raw and EMA generators from nets.pt and counts their samples per mode:
+    generators whose last layer is zeroed and biased to one centre put all 2,500 samples on it."""
+    import json
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    from modes import per_mode, plot
+
+    from beatgans.data.toy2d import gaussian_grid_modes
+    from beatgans.nets.toy import ToyGenerator
+
+    spacing, std = 0.707, 0.0177
+    centres = gaussian_grid_modes(spacing)
+    nets = {"z_dim": 4}
+    for key, k in (("generator", 3), ("ema_generator", 17)):
+        G = ToyGenerator(z_dim=4)
+        with torch.no_grad():
+            G.out.weight.zero_()
+            G.out.bias.copy_(centres[k] + torch.tensor([1.5 * std, 0.0]))  # 1.5 std off: still within 3
+        nets[key] = G.state_dict()
+    nets["discriminator"] = {}
+    torch.save(nets, tmp_path / "nets.pt")
+    (tmp_path / "metrics.json").write_text(json.dumps({"spacing": spacing, "data_std": std}))
+    res = per_mode(tmp_path)
+    for name, k in (("G", 3), ("EMA G", 17)):
+        expected = torch.zeros(25, dtype=torch.long)
+        expected[k] = 2500
+        assert torch.equal(res[name], expected)
+    plot(tmp_path / "modes.png", res)
+    assert (tmp_path / "modes.png").stat().st_size > 1000

@@ -5,6 +5,15 @@ from __future__ import annotations
 import torch
 
 
+def mode_counts(samples: torch.Tensor, centers: torch.Tensor, std: float, radius: float = 3.0) -> torch.Tensor:
+    """High-quality samples per mode: how many of ``samples`` (N, 2) lie within ``radius * std`` of
+    each of ``centers`` (K, 2), each sample counted for its nearest centre. Returns (K,) int64."""
+    samples = samples.detach().float().cpu()
+    centers = centers.detach().float().cpu()
+    nearest_d, nearest = torch.cdist(samples, centers).min(dim=1)  # (N,), (N,)
+    return torch.bincount(nearest[nearest_d <= radius * std], minlength=centers.shape[0])
+
+
 def mode_coverage(
     samples: torch.Tensor, centers: torch.Tensor, std: float, min_count: int = 20, radius: float = 3.0
 ) -> dict[str, float]:
@@ -21,17 +30,11 @@ def mode_coverage(
     Returns:
         dict with ``modes_covered`` (int as float, 0..K), ``num_modes`` (K) and ``hq_share`` in [0, 1].
     """
-    samples = samples.detach().float().cpu()
-    centers = centers.detach().float().cpu()
-    dist = torch.cdist(samples, centers)  # (N, K)
-    nearest_d, nearest = dist.min(dim=1)
-    hq = nearest_d <= radius * std
-    counts = torch.bincount(nearest[hq], minlength=centers.shape[0]).float()
-    covered = int((counts >= min_count).sum())
+    counts = mode_counts(samples, centers, std, radius)
     return {
-        "modes_covered": float(covered),
+        "modes_covered": float((counts >= min_count).sum()),
         "num_modes": float(centers.shape[0]),
-        "hq_share": float(hq.float().mean()),
+        "hq_share": float(counts.sum()) / samples.shape[0],
     }
 
 

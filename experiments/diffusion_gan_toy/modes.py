@@ -1,0 +1,103 @@
+"""Which modes does a finished toy run cover? High-quality samples per mode, drawn as the 5x5 grid.
+
+For a run written by ``loop.py`` (``runs/<tag>_<arm>_seed<s>/`` with ``nets.pt``), rebuilds the
+raw and EMA generators in a ``DiffusionGANModule``, draws the same 2,500 samples as the run's
+metrics (``sample_images(2500, seed=12345)``) and counts, per mode, the samples within 3 std of it
+(``beatgans.gan.mode_counts``; a mode is covered at >= 20). Writes
+``results/<tag>/modes_<arm>_seed<s>.{json,png}``: a heatmap per generator, covered modes outlined.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python experiments/diffusion_gan_toy/modes.py \\
+        --tag ct400k --arm diffusion_gan_uniformT500_noclean --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from beatgans.data.toy2d import gaussian_grid_modes
+from beatgans.gan import AdaptiveDiffusion, mode_counts
+from beatgans.lit.diffusion_gan import DiffusionGANModule
+from beatgans.nets.toy import ToyDiscriminator, ToyGenerator
+
+HERE = Path(__file__).resolve().parent
+MIN_COUNT = 20  # the coverage threshold of loop.py's metrics
+
+
+def per_mode(run: Path, samples: int = 2500) -> dict:
+    """``{"G": (25,) counts, "EMA G": (25,) counts, "spacing", "modes" (25, 2)}`` for ``run``."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    nets = torch.load(run / "nets.pt", weights_only=True)
+    opt = partial(torch.optim.Adam, lr=0.0)
+    modes = gaussian_grid_modes(metrics["spacing"])
+    module = DiffusionGANModule(ToyGenerator(z_dim=nets["z_dim"]), ToyDiscriminator(), AdaptiveDiffusion(), opt, opt,
+                                ema_rate=0.999, eval_modes=modes, eval_std=metrics["data_std"], save_artifacts=False)
+    module.generator.load_state_dict(nets["generator"])
+    module.ema.shadow(0).load_state_dict(nets["ema_generator"])
+    out = {"run": run.name, "spacing": metrics["spacing"], "modes": modes}
+    for name, use_ema in (("G", False), ("EMA G", True)):
+        with torch.no_grad():
+            pts = module.sample_images(samples, seed=12345, use_ema=use_ema)
+        out[name] = mode_counts(pts, modes, metrics["data_std"])
+    return out
+
+
+def plot(path: Path, res: dict) -> None:
+    """Two 5x5 heatmaps (raw and EMA G) of the per-mode counts, laid out as the grid (y up)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    modes, spacing = res["modes"], res["spacing"]
+    col = torch.round(modes[:, 0] / spacing).long() + 2  # grid column 0..4 from x
+    row = 2 - torch.round(modes[:, 1] / spacing).long()  # grid row 0..4 from y, top row first
+    fig = Figure(figsize=(8, 3.8))
+    FigureCanvasAgg(fig)
+    for i, name in enumerate(("G", "EMA G")):
+        grid = torch.zeros(5, 5, dtype=torch.long)
+        grid[row, col] = res[name]
+        ax = fig.add_subplot(1, 2, i + 1)
+        im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=max(int(grid.max()), MIN_COUNT))
+        for r in range(5):
+            for c in range(5):
+                v = int(grid[r, c])
+                ax.text(c, r, str(v), ha="center", va="center", fontsize=8, color="w" if v < 60 else "k",
+                        fontweight="bold" if v >= MIN_COUNT else "normal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{name}: {int((res[name] >= MIN_COUNT).sum())}/25 modes with >= {MIN_COUNT}", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(f"{res['run']}: samples within 3 std of each mode (of 2,500)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def main() -> None:
+    import sys
+
+    sys.path.insert(0, str(HERE))
+    from run import run_dir
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tag", default="ct")
+    ap.add_argument("--arm", default="diffusion_gan")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    run = run_dir(args.arm, args.seed, args.tag)
+    if not (run / "nets.pt").exists():
+        raise SystemExit(f"{run}/nets.pt not found: train that run first with run.py (nets.pt is not in git).")
+    res = per_mode(run)
+    dest = HERE / "results" / args.tag
+    dest.mkdir(parents=True, exist_ok=True)
+    plot(dest / f"modes_{args.arm}_seed{args.seed}.png", res)
+    js = {"run": res["run"], **{k: res[k].tolist() for k in ("G", "EMA G")},
+          "modes": res["modes"].tolist()}
+    (dest / f"modes_{args.arm}_seed{args.seed}.json").write_text(json.dumps(js))
+    print(json.dumps({k: js[k] for k in ("run", "G", "EMA G")}))
+
+
+if __name__ == "__main__":
+    main()
