@@ -18,7 +18,6 @@ inner modes) and the rest. Writes ``results/<tag>/forces_<arm>_seed<s>.json`` an
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -110,19 +109,10 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(HERE))
-    from run import ARMS, run_dir
+    from run import ARMS, analysis_cli
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tag", default="ct")
-    ap.add_argument("--arm", default="diffusion_gan")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    run = run_dir(args.arm, args.seed, args.tag)
-    if not (run / "nets.pt").exists():
-        raise SystemExit(f"{run}/nets.pt not found: train that run first with run.py (nets.pt is not in git).")
+    args, run, dest = analysis_cli(__doc__)
     res = analyse(run, ARMS[args.arm])
-    dest = HERE / "results" / args.tag
-    dest.mkdir(parents=True, exist_ok=True)
     plot(dest / f"forces_{args.arm}_seed{args.seed}.png", res)
     res = {k: v for k, v in res.items() if not k.startswith("_")}
     (dest / f"forces_{args.arm}_seed{args.seed}.json").write_text(json.dumps(res, indent=1))

@@ -100,35 +100,45 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
                             "d_real_prob": m[0], "d_fake_prob": m[1], "loss_g": m[2], "loss_d": m[3]})
             sums.zero_()
             n_sum = 0
-        if it in (iterations // 4, iterations // 2):
-            _scatter(module, out_dir / f"scatter_it{it:06d}.png", f"it {it} T={diffusion.T}")
-        if it % (iterations // 8 or 1) == 0 and it < iterations:  # every eighth; sampling uses its own seeds
-            progress.append({"iteration": it, "T": diffusion.T, **_coverage(module, data_std)})
+        scatter_now = it in (iterations // 4, iterations // 2)
+        progress_now = it % (iterations // 8 or 1) == 0 and it < iterations  # every eighth
+        if scatter_now or progress_now:
+            samples = eval_samples(module)  # its own latent seeds: the training RNG is untouched
+            if scatter_now:
+                _scatter(module, samples, out_dir / f"scatter_it{it:06d}.png", f"it {it} T={diffusion.T}")
+            if progress_now:
+                progress.append({"iteration": it, "T": diffusion.T, **_coverage(module, samples, data_std)})
     seconds = time.time() - start
     metrics = {"iterations": iterations, "lr": lr, "p0": p, "ada_kimg": ada_kimg, "num_clean": num_clean, "t_dist": t_dist, "t_max": t_max, "betas": list(betas), "batch": batch, "z_dim": z_dim,
                "dataset_size": dataset_size, "r1_gamma": r1_gamma, "r1_interval": r1_interval, "spacing": spacing, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
                "max_T": max([h["T"] for h in history] or [diffusion.T]), "r_d": diffusion.last_r_d}
-    metrics.update(_coverage(module, data_std))
+    samples = eval_samples(module)
+    metrics.update(_coverage(module, samples, data_std))
     metrics["progress"] = progress  # the same coverage at every eighth of the run
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out_dir / "gan_history.json").write_text(json.dumps(history, indent=0))
-    _scatter(module, out_dir / "scatter_final.png", f"it {iterations} T={diffusion.T}")
+    _scatter(module, samples, out_dir / "scatter_final.png", f"it {iterations} T={diffusion.T}")
     torch.save({"generator": G.state_dict(), "discriminator": D.state_dict(),
                 "ema_generator": module.ema.shadow(0).state_dict(), "z_dim": z_dim}, out_dir / "nets.pt")
     return metrics
 
 
-def _coverage(module: DiffusionGANModule, data_std: float) -> dict:
-    """Modes covered / HQ share of the raw G and (``ema_``-prefixed) the EMA G on 2,500 fixed latents."""
+def eval_samples(module: DiffusionGANModule) -> dict[str, torch.Tensor]:
+    """The evaluation samples of every toy metric and plot: ``{"G": (2500, 2), "EMA G": (2500, 2)}``
+    from the raw and EMA generators on the fixed latents seeded 12345..14844."""
+    return {"G": module.sample_images(2500, seed=12345, use_ema=False),
+            "EMA G": module.sample_images(2500, seed=12345, use_ema=True)}
+
+
+def _coverage(module: DiffusionGANModule, samples: dict[str, torch.Tensor], data_std: float) -> dict:
+    """Modes covered / HQ share of the raw G and (``ema_``-prefixed) the EMA G from ``eval_samples``."""
     out = {}
-    for tag, use_ema in (("", False), ("ema_", True)):
-        pts = module.sample_images(2500, seed=12345, use_ema=use_ema)
-        out.update({f"{tag}{k}": v for k, v in mode_coverage(pts, module.eval_modes, data_std, min_count=20).items()})
+    for tag, name in (("", "G"), ("ema_", "EMA G")):
+        cov = mode_coverage(samples[name], module.eval_modes, data_std, min_count=20)
+        out.update({f"{tag}{k}": v for k, v in cov.items()})
     return out
 
 
-def _scatter(module: DiffusionGANModule, path: Path, title: str) -> None:
-    raw = module.sample_images(2500, seed=12345, use_ema=False)
-    ema = module.sample_images(2500, seed=12345, use_ema=True)
-    scatter_png(path, {"G": raw, "EMA G": ema}, module.eval_modes, title=title,
+def _scatter(module: DiffusionGANModule, samples: dict[str, torch.Tensor], path: Path, title: str) -> None:
+    scatter_png(path, samples, module.eval_modes, title=title,
                 field=module.discriminator_field, field_label="sigmoid D(x, t=0)")

@@ -2,7 +2,7 @@
 
 For a run written by ``loop.py`` (``runs/<tag>_<arm>_seed<s>/`` with ``nets.pt``), rebuilds the
 raw and EMA generators in a ``DiffusionGANModule``, draws the same 2,500 samples as the run's
-metrics (``sample_images(2500, seed=12345)``) and counts, per mode, the samples within 3 std of it
+metrics (``loop.eval_samples``) and counts, per mode, the samples within 3 std of it
 (``beatgans.gan.mode_counts``; a mode is covered at >= 20). Writes
 ``results/<tag>/modes_<arm>_seed<s>.{json,png}``: a heatmap per generator, covered modes outlined.
 
@@ -12,7 +12,6 @@ metrics (``sample_images(2500, seed=12345)``) and counts, per mode, the samples 
 
 from __future__ import annotations
 
-import argparse
 import json
 from functools import partial
 from pathlib import Path
@@ -23,12 +22,13 @@ from beatgans.data.toy2d import gaussian_grid_modes
 from beatgans.gan import AdaptiveDiffusion, mode_counts
 from beatgans.lit.diffusion_gan import DiffusionGANModule
 from beatgans.nets.toy import ToyDiscriminator, ToyGenerator
+from loop import eval_samples  # this folder is on sys.path when run as a script (and in the tests)
 
 HERE = Path(__file__).resolve().parent
 MIN_COUNT = 20  # the coverage threshold of loop.py's metrics
 
 
-def per_mode(run: Path, samples: int = 2500) -> dict:
+def per_mode(run: Path) -> dict:
     """``{"G": (25,) counts, "EMA G": (25,) counts, "spacing", "modes" (25, 2)}`` for ``run``."""
     metrics = json.loads((run / "metrics.json").read_text())
     nets = torch.load(run / "nets.pt", weights_only=True)
@@ -39,10 +39,9 @@ def per_mode(run: Path, samples: int = 2500) -> dict:
     module.generator.load_state_dict(nets["generator"])
     module.ema.shadow(0).load_state_dict(nets["ema_generator"])
     out = {"run": run.name, "spacing": metrics["spacing"], "modes": modes}
-    for name, use_ema in (("G", False), ("EMA G", True)):
-        with torch.no_grad():
-            pts = module.sample_images(samples, seed=12345, use_ema=use_ema)
-        out[name] = mode_counts(pts, modes, metrics["data_std"])
+    with torch.no_grad():
+        for name, pts in eval_samples(module).items():
+            out[name] = mode_counts(pts, modes, metrics["data_std"])
     return out
 
 
@@ -76,22 +75,10 @@ def plot(path: Path, res: dict) -> None:
 
 
 def main() -> None:
-    import sys
+    from run import analysis_cli
 
-    sys.path.insert(0, str(HERE))
-    from run import run_dir
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tag", default="ct")
-    ap.add_argument("--arm", default="diffusion_gan")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    run = run_dir(args.arm, args.seed, args.tag)
-    if not (run / "nets.pt").exists():
-        raise SystemExit(f"{run}/nets.pt not found: train that run first with run.py (nets.pt is not in git).")
+    args, run, dest = analysis_cli(__doc__)
     res = per_mode(run)
-    dest = HERE / "results" / args.tag
-    dest.mkdir(parents=True, exist_ok=True)
     plot(dest / f"modes_{args.arm}_seed{args.seed}.png", res)
     js = {"run": res["run"], **{k: res[k].tolist() for k in ("G", "EMA G")},
           "modes": res["modes"].tolist()}

@@ -59,6 +59,23 @@ def run_dir(arm: str, seed: int, tag: str = "loop") -> Path:
     return RUNS / f"{tag}_{arm}_seed{seed}"
 
 
+def analysis_cli(doc: str) -> tuple[argparse.Namespace, Path, Path]:
+    """The command line of the per-run analyses (forces.py, modes.py): ``--tag --arm --seed`` pick a
+    finished run. Returns the arguments, the run's directory (checked to hold nets.pt) and
+    ``results/<tag>/`` (created)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--tag", default="ct")
+    ap.add_argument("--arm", default="diffusion_gan")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    run = run_dir(args.arm, args.seed, args.tag)
+    if not (run / "nets.pt").exists():
+        raise SystemExit(f"{run}/nets.pt not found: train that run first with run.py (nets.pt is not in git).")
+    dest = RESULTS / args.tag
+    dest.mkdir(parents=True, exist_ok=True)
+    return args, run, dest
+
+
 def aggregate(seeds: list[int], iterations: int, tag: str = "loop") -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -213,12 +213,12 @@ def test_toy_loop_progress_points_leave_training_unchanged(tmp_path, monkeypatch
     table = run.aggregate([0, 1], 48, "long")
     assert f"| {arm} | 1 | {long['modes_covered']:.0f}/25 |" in table and "(1 of 2 seeds)" in table
     assert (tmp_path / "results" / "long" / "coverage.png").stat().st_size > 1000
-    lead = ARMS[arm]
+    defaults = {"p": 0.0, "ada_kimg": 100.0, "num_clean": 32, "t_dist": "priority"}  # train_toy's
+    lead_full = {**defaults, **ARMS[arm]}
     for single, back in (("diffusion_gan_uniformT500", {"num_clean": 32}),
                          ("diffusion_gan_uniform_noclean", {"p": 0.0, "ada_kimg": 100.0}),
                          ("diffusion_gan_priorityT500_noclean", {"t_dist": "priority"})):
-        with_defaults = {"p": 0.0, "ada_kimg": 100.0, "num_clean": 32, "t_dist": "priority", **ARMS[single]}
-        lead_full = {"p": 0.0, "ada_kimg": 100.0, "num_clean": 32, "t_dist": "priority", **lead}
+        with_defaults = {**defaults, **ARMS[single]}
         assert {k for k in lead_full if lead_full[k] != with_defaults[k]} == set(back)
         assert all(with_defaults[k] == v for k, v in back.items())
 
