@@ -135,6 +135,8 @@ def _coverage_plot(rows: dict, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from matplotlib.ticker import FuncFormatter
+
     rows = {k: m for k, m in rows.items() if m.get("progress")}
     arms = list(dict.fromkeys(a for a, _ in rows))
     if not arms:
@@ -151,6 +153,7 @@ def _coverage_plot(rows: dict, path: Path) -> None:
             line, = ax.plot(it, [p["modes_covered"] for p in pts], marker="o", ms=3, label=f"seed {s} (G)")
             ax.plot(it, [p["ema_modes_covered"] for p in pts], ls="--", color=line.get_color(), label=f"seed {s} (EMA)")
         ax.set_ylim(0, 25.5)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
         ax.set_xlabel("iteration")
         ax.set_ylabel("modes covered of 25")
         ax.set_title(a, fontsize=9)
