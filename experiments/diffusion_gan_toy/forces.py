@@ -12,6 +12,10 @@ on them, the pull ``-d/dx softplus(-D(q(x, t), t))`` of the non-saturating gener
 Each force is split into its radial part toward the grid's centre (positive = inward, towards the
 inner modes) and the rest. Writes ``results/<tag>/forces_<arm>_seed<s>.json`` and a quiver plot.
 
+``gap_pull`` asks the narrower question of a run that misses whole rows or columns: how hard the
+training mixture pulls toward the missing modes the few samples in their cells and the mass on the
+covered neighbouring modes (``results/<tag>/gap_<arm>_seed<s>.json``).
+
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python experiments/diffusion_gan_toy/forces.py \\
         --tag ct --arm diffusion_gan_fixedT1000 --seed 1
 """
@@ -105,6 +109,80 @@ def plot(path: Path, res: dict) -> None:
     fig.savefig(path, dpi=90)
 
 
+def gap_pull(points: torch.Tensor, discriminator, diffusion: AdaptiveDiffusion, modes: torch.Tensor, std: float,
+             spacing: float, mixture_draws: int = 64, generator: torch.Generator | None = None) -> dict:
+    """How hard the training mixture pulls the generator's mass toward the modes it misses.
+
+    A mode is missing when fewer than 0.8 % of ``points`` (20 of 2,500, the coverage threshold) lie
+    within 3 ``std`` of it. Two groups of samples get the expected force of the training mixture
+    (``diffusion.sample_t``, ``mixture_draws`` draws), projected on the unit vector toward their
+    nearest missing centre (positive = toward the gap):
+
+    - ``gap``: samples whose nearest centre is a missing mode (the trail through the gap);
+    - ``neighbours``: samples within 3 std of a covered mode that is a grid neighbour (one
+      ``spacing`` away along x or y) of a missing mode, i.e. the mass that would have to move over.
+
+    Also D's clean verdict ``sigmoid D(centre, t=0)`` on the missing and the covered centres.
+
+    Args:
+        points: (N, 2) generator samples. modes: (25, 2) centres. discriminator: ``D(x, t, None)``.
+    Returns:
+        ``{"missing": [ids], "gap": {...}, "neighbours": {...}, "d_clean_missing", "d_clean_covered"}``
+        where each group holds ``share`` (of all samples), ``n``, ``norm`` (mean |f|), ``toward``
+        (mean projection) and ``share_toward`` (fraction with a positive projection).
+    """
+    d = torch.cdist(points, modes)
+    near = d.argmin(1)
+    counts = torch.bincount(near[d.min(1).values <= 3 * std], minlength=len(modes))
+    missing = counts < 0.008 * len(points)
+    if not missing.any():
+        return {"missing": []}
+    miss_c = modes[missing]
+    grid_d = torch.cdist(modes, miss_c)
+    neighbour_mode = (~missing) & ((grid_d - spacing).abs() < 1e-3 * spacing).any(1)
+    groups = {"gap": missing[near],
+              "neighbours": neighbour_mode[near] & (d.min(1).values <= 3 * std)}
+    out: dict = {"missing": missing.nonzero().flatten().tolist()}
+    for name, mask in groups.items():
+        pts = points[mask]
+        if len(pts) == 0:
+            out[name] = {"share": 0.0, "n": 0}
+            continue
+        to_gap = miss_c[torch.cdist(pts, miss_c).argmin(1)] - pts
+        unit = to_gap / to_gap.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        mix = torch.zeros_like(pts)
+        for _ in range(mixture_draws):
+            mix += generator_forces(pts, discriminator, diffusion, diffusion.sample_t(len(pts)), 1, generator)
+        mix /= mixture_draws
+        toward = (mix * unit).sum(1)
+        out[name] = {"share": mask.float().mean().item(), "n": len(pts), "norm": mix.norm(dim=1).mean().item(),
+                     "toward": toward.mean().item(), "share_toward": (toward > 0).float().mean().item()}
+    with torch.no_grad():
+        v = torch.sigmoid(discriminator(modes, torch.zeros(len(modes), dtype=torch.long), None))
+    out["d_clean_missing"] = v[missing].mean().item()
+    out["d_clean_covered"] = v[~missing].mean().item()
+    return out
+
+
+def gap(run: Path, arm: dict, samples: int = 20_000) -> dict:
+    """``gap_pull`` on ``samples`` draws of ``run``'s raw generator, with the arm's training mixture at
+    its final T (as in ``analyse``)."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    nets = torch.load(run / "nets.pt", weights_only=True)
+    G, D = ToyGenerator(z_dim=nets["z_dim"]), ToyDiscriminator()
+    G.load_state_dict(nets["generator"])
+    D.load_state_dict(nets["discriminator"])
+    T = int(metrics["T"])
+    noising = {k: arm[k] for k in ("sigma", "noise_enabled", "num_clean", "t_dist") if k in arm}
+    diffusion = AdaptiveDiffusion(t_min=T, t_max=T, seed=0, **noising)
+    rng = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        fakes = G(torch.randn(samples, nets["z_dim"], generator=rng))
+    modes = gaussian_grid_modes(metrics["spacing"])
+    return {"run": run.name, "samples": samples,
+            **gap_pull(fakes, D, diffusion, modes, metrics["data_std"], metrics["spacing"], generator=rng)}
+
+
 def main() -> None:
     import sys
 
@@ -117,6 +195,9 @@ def main() -> None:
     res = {k: v for k, v in res.items() if not k.startswith("_")}
     (dest / f"forces_{args.arm}_seed{args.seed}.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
+    g = gap(run, ARMS[args.arm])
+    (dest / f"gap_{args.arm}_seed{args.seed}.json").write_text(json.dumps(g, indent=1))
+    print(json.dumps(g, indent=1))
 
 
 if __name__ == "__main__":

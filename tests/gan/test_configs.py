@@ -256,3 +256,40 @@ def test_toy_modes_counts_the_saved_generators(tmp_path):
         assert torch.equal(res[name], expected)
     plot(tmp_path / "modes.png", res)
     assert (tmp_path / "modes.png").stat().st_size > 1000
+
+
+def test_toy_gap_pull_on_a_known_discriminator():
+    """forces.gap_pull finds the missing column and measures the pull toward it: with D(x) = -x_0^2
+    (highest on the empty middle column) and the clean view, a sample at x_0 = -0.1 in the gap is
+    pulled toward it with exactly 2 * 0.1 * sigmoid(0.01), and every sample on the neighbouring
+    columns is pulled toward it too."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    from forces import gap_pull
+
+    from beatgans.data.toy2d import gaussian_grid_modes
+    from beatgans.gan import AdaptiveDiffusion
+
+    spacing, std = 0.707, 0.0177
+    modes = gaussian_grid_modes(spacing)
+    column = modes[:, 0].abs() < 1e-6  # ids 2, 7, 12, 17, 22
+    on_modes = modes[~column].repeat_interleave(100, 0)  # 2,000 samples on the 20 other modes
+    in_gap = modes[column].repeat_interleave(8, 0) + torch.tensor([-0.1, 0.0])  # 40 in the column's cells
+    points = torch.cat([on_modes, in_gap])
+
+    def D(x, t, c):
+        return -x[:, 0] ** 2
+
+    res = gap_pull(points, D, AdaptiveDiffusion(noise_enabled=False), modes, std, spacing, mixture_draws=2)
+    assert res["missing"] == [2, 7, 12, 17, 22]
+    assert res["gap"]["n"] == 40 and abs(res["gap"]["share"] - 40 / 2040) < 1e-6
+    expected = 0.2 * torch.sigmoid(torch.tensor(0.01)).item()
+    assert abs(res["gap"]["toward"] - expected) < 1e-5 and abs(res["gap"]["norm"] - expected) < 1e-5
+    assert res["gap"]["share_toward"] == 1.0
+    assert res["neighbours"]["n"] == 1000 and res["neighbours"]["share_toward"] == 1.0  # the x = +-0.707 columns
+    assert abs(res["d_clean_missing"] - 0.5) < 1e-6
+    covered = torch.sigmoid(-modes[~column, 0] ** 2).mean().item()
+    assert abs(res["d_clean_covered"] - covered) < 1e-6
