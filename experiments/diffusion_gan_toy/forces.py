@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from beatgans.data.toy2d import gaussian_grid_modes
-from beatgans.gan import AdaptiveDiffusion, generator_forces
+from beatgans.gan import AdaptiveDiffusion, generator_forces, mode_counts
 from beatgans.nets.toy import ToyDiscriminator, ToyGenerator
 
 HERE = Path(__file__).resolve().parent
@@ -49,10 +49,12 @@ def summarize(points: torch.Tensor, forces: torch.Tensor) -> dict[str, float]:
             "inward_share_positive": float((inward > 0).float().mean()), "other": float(rest.mean())}
 
 
-def analyse(run: Path, arm: dict, samples: int = 2500, draws: int = 16, mixture_draws: int = 64) -> dict:
-    """Forces on the off-mode fakes of ``run``, trained with ``arm`` (its entry in run.py's ARMS): the
-    arm's noising settings rebuild its diffusion at the run's final T, so the training mixture is the
-    one it trained with."""
+def _restore(run: Path, arm: dict, samples: int) -> tuple:
+    """A finished run's raw generator samples and discriminator, with its training mixture rebuilt.
+
+    Loads ``run``'s nets.pt and metrics.json, builds the arm's diffusion (its entry in run.py's ARMS)
+    at the run's final T, and draws ``samples`` fakes from latents seeded 0. Returns ``(fakes
+    (samples, 2), D, diffusion, metrics, modes (25, 2), rng)``; ``rng`` continues after the latents."""
     metrics = json.loads((run / "metrics.json").read_text())
     nets = torch.load(run / "nets.pt", weights_only=True)
     G, D = ToyGenerator(z_dim=nets["z_dim"]), ToyDiscriminator()
@@ -63,11 +65,28 @@ def analyse(run: Path, arm: dict, samples: int = 2500, draws: int = 16, mixture_
     if T < 2:
         noising["t_dist"] = "uniform"  # priority weights t - 1 vanish at T = 1
     diffusion = AdaptiveDiffusion(t_min=T, t_max=T, seed=0, **noising)
-    noisy = diffusion.noise_enabled
     rng = torch.Generator().manual_seed(0)
     with torch.no_grad():
         fakes = G(torch.randn(samples, nets["z_dim"], generator=rng))
-    modes = gaussian_grid_modes(metrics["spacing"])
+    return fakes, D, diffusion, metrics, gaussian_grid_modes(metrics["spacing"]), rng
+
+
+def mixture_pull(points: torch.Tensor, discriminator, diffusion: AdaptiveDiffusion, draws: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """The expected pull of the training mixture on each of ``points`` (N, 2): ``generator_forces``
+    averaged over ``draws`` fresh per-sample draws of ``diffusion.sample_t``. Returns (N, 2)."""
+    mix = torch.zeros_like(points)
+    for _ in range(draws):
+        mix += generator_forces(points, discriminator, diffusion, diffusion.sample_t(len(points)), 1, generator)
+    return mix / draws
+
+
+def analyse(run: Path, arm: dict, samples: int = 2500, draws: int = 16, mixture_draws: int = 64) -> dict:
+    """Forces on the off-mode fakes of ``run``, trained with ``arm`` (its entry in run.py's ARMS): the
+    arm's noising settings rebuild its diffusion at the run's final T, so the training mixture is the
+    one it trained with."""
+    fakes, D, diffusion, metrics, modes, rng = _restore(run, arm, samples)
+    T, noisy = int(metrics["T"]), diffusion.noise_enabled
     off = torch.cdist(fakes, modes).min(1).values > 3 * metrics["data_std"]
     pts = fakes[off]
     out = {"run": run.name, "T": T, "noised_in_training": noisy, "num_clean": diffusion.num_clean,
@@ -77,11 +96,9 @@ def analyse(run: Path, arm: dict, samples: int = 2500, draws: int = 16, mixture_
         out["per_step"][str(t)] = summarize(pts, forces)
         if t == 0:
             out["_clean"] = forces
-    mix = torch.zeros_like(pts)
-    for _ in range(mixture_draws):
-        mix += generator_forces(pts, D, diffusion, diffusion.sample_t(len(pts)), 1, rng)
-    out["training_mixture"] = summarize(pts, mix / mixture_draws)
-    out["_pts"], out["_mix"], out["_modes"] = pts, mix / mixture_draws, modes
+    mix = mixture_pull(pts, D, diffusion, mixture_draws, rng)
+    out["training_mixture"] = summarize(pts, mix)
+    out["_pts"], out["_mix"], out["_modes"] = pts, mix, modes
     return out
 
 
@@ -131,17 +148,15 @@ def gap_pull(points: torch.Tensor, discriminator, diffusion: AdaptiveDiffusion, 
         where each group holds ``share`` (of all samples), ``n``, ``norm`` (mean |f|), ``toward``
         (mean projection) and ``share_toward`` (fraction with a positive projection).
     """
-    d = torch.cdist(points, modes)
-    near = d.argmin(1)
-    counts = torch.bincount(near[d.min(1).values <= 3 * std], minlength=len(modes))
-    missing = counts < 0.008 * len(points)
+    near_d, near = torch.cdist(points, modes).min(1)
+    missing = mode_counts(points, modes, std) < 0.008 * len(points)
     if not missing.any():
         return {"missing": []}
     miss_c = modes[missing]
     grid_d = torch.cdist(modes, miss_c)
     neighbour_mode = (~missing) & ((grid_d - spacing).abs() < 1e-3 * spacing).any(1)
     groups = {"gap": missing[near],
-              "neighbours": neighbour_mode[near] & (d.min(1).values <= 3 * std)}
+              "neighbours": neighbour_mode[near] & (near_d <= 3 * std)}
     out: dict = {"missing": missing.nonzero().flatten().tolist()}
     for name, mask in groups.items():
         pts = points[mask]
@@ -150,10 +165,7 @@ def gap_pull(points: torch.Tensor, discriminator, diffusion: AdaptiveDiffusion, 
             continue
         to_gap = miss_c[torch.cdist(pts, miss_c).argmin(1)] - pts
         unit = to_gap / to_gap.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        mix = torch.zeros_like(pts)
-        for _ in range(mixture_draws):
-            mix += generator_forces(pts, discriminator, diffusion, diffusion.sample_t(len(pts)), 1, generator)
-        mix /= mixture_draws
+        mix = mixture_pull(pts, discriminator, diffusion, mixture_draws, generator)
         toward = (mix * unit).sum(1)
         out[name] = {"share": mask.float().mean().item(), "n": len(pts), "norm": mix.norm(dim=1).mean().item(),
                      "toward": toward.mean().item(), "share_toward": (toward > 0).float().mean().item()}
@@ -167,18 +179,7 @@ def gap_pull(points: torch.Tensor, discriminator, diffusion: AdaptiveDiffusion, 
 def gap(run: Path, arm: dict, samples: int = 20_000) -> dict:
     """``gap_pull`` on ``samples`` draws of ``run``'s raw generator, with the arm's training mixture at
     its final T (as in ``analyse``)."""
-    metrics = json.loads((run / "metrics.json").read_text())
-    nets = torch.load(run / "nets.pt", weights_only=True)
-    G, D = ToyGenerator(z_dim=nets["z_dim"]), ToyDiscriminator()
-    G.load_state_dict(nets["generator"])
-    D.load_state_dict(nets["discriminator"])
-    T = int(metrics["T"])
-    noising = {k: arm[k] for k in ("sigma", "noise_enabled", "num_clean", "t_dist") if k in arm}
-    diffusion = AdaptiveDiffusion(t_min=T, t_max=T, seed=0, **noising)
-    rng = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        fakes = G(torch.randn(samples, nets["z_dim"], generator=rng))
-    modes = gaussian_grid_modes(metrics["spacing"])
+    fakes, D, diffusion, metrics, modes, rng = _restore(run, arm, samples)
     return {"run": run.name, "samples": samples,
             **gap_pull(fakes, D, diffusion, modes, metrics["data_std"], metrics["spacing"], generator=rng)}
 

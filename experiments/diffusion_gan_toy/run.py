@@ -134,7 +134,6 @@ def _coverage_plot(rows: dict, path: Path) -> None:
     ``progress`` points, one panel per arm, one colour per seed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
     from matplotlib.ticker import FuncFormatter
 
     rows = {k: m for k, m in rows.items() if m.get("progress")}
