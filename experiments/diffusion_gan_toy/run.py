@@ -56,6 +56,9 @@ ARMS = {
     # data) merge in D's view from t ~ 264 of 500 instead of ~441, where sqrt(abar) still passes back
     # ~0.5 of the gradient instead of ~0.14 (README, "Noise scale against the seam")
     "diffusion_gan_uniformT500_noclean_sigma0.2": {**_LEAD, "sigma": 0.2},
+    # the same with sigma 0.5: neighbouring modes merge from t ~ 141 of 500 (72 % of the draws, factor
+    # sqrt(abar) ~0.82 there), leaving 28 % of the views that resolve single modes (README, "Wider noise")
+    "diffusion_gan_uniformT500_noclean_sigma0.5": {**_LEAD, "sigma": 0.5},
 }
 RUNS = HERE / "runs"
 RESULTS = HERE / "results"

@@ -312,6 +312,8 @@ def test_toy_loop_continues_from_a_finished_run(tmp_path):
     lead, wide = ARMS["diffusion_gan_uniformT500_noclean"], ARMS["diffusion_gan_uniformT500_noclean_sigma0.2"]
     assert {k: v for k, v in wide.items() if k != "sigma"} == {k: v for k, v in lead.items() if k != "sigma"}
     assert (lead["sigma"], wide["sigma"]) == (0.05, 0.2)
+    wider = ARMS["diffusion_gan_uniformT500_noclean_sigma0.5"]
+    assert {**wider, "sigma": 0.05} == lead and wider["sigma"] == 0.5
     kw = dict(batch=20, z_dim=3, log_every=4, dataset_size=100, spacing=0.707, data_std=0.0177)
     src = train_toy(tmp_path / "src", seed=0, iterations=40, lr=2e-3, **kw, **lead)
     cont = train_toy(tmp_path / "cont", seed=0, iterations=8, lr=0.0, init_from=tmp_path / "src", **kw, **wide)
