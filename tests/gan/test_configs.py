@@ -258,6 +258,33 @@ def test_toy_modes_counts_the_saved_generators(tmp_path):
     assert (tmp_path / "modes.png").stat().st_size > 1000
 
 
+def test_toy_lines_census_names_empty_rows_and_columns(tmp_path):
+    """lines.py names the grid lines with no covered mode and the other uncovered modes: the middle
+    column empty, one stray corner below the threshold, the EMA G's row y = -0.71 empty."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    from lines import census, empty_lines
+
+    from beatgans.data.toy2d import gaussian_grid_modes
+
+    modes = gaussian_grid_modes(0.707)
+    g = [0 if abs(float(x)) < 1e-6 else 50 for x, _ in modes]  # middle column empty
+    g[0] = 19  # corner (-1.41, -1.41): one short of covered, on no empty line
+    ema = [0 if abs(float(y) + 0.707) < 1e-3 else 40 for _, y in modes]  # row y = -0.71 empty
+    ema[12] = 20  # the centre: exactly at the threshold, covered
+    assert empty_lines(g, modes) == (["column x = +0.00"], [(-1.41, -1.41)])
+    assert empty_lines(ema, modes) == (["row y = -0.71"], [])
+    assert empty_lines([50] * 25, modes) == ([], [])
+    four_corners = [50 if abs(float(x)) > 1 and abs(float(y)) > 1 else 0 for x, y in modes]
+    assert len(empty_lines(four_corners, modes)[0]) == 6  # the three inner rows and three inner columns
+    (tmp_path / "modes_armA_seed3.json").write_text(json.dumps({"G": g, "EMA G": ema, "modes": modes.tolist()}))
+    table = census(tmp_path).splitlines()
+    assert len(table) == 3
+    assert table[2] == ("| armA | 3 | 19 | column x = +0.00 | (-1.41, -1.41) | 20 | row y = -0.71 | - |")
+
+
 def test_toy_gap_pull_on_a_known_discriminator():
     """forces.gap_pull finds the missing column and measures the pull toward it: with D(x) = -x_0^2
     (highest on the empty middle column) and the clean view, a sample at x_0 = -0.1 in the gap is

@@ -1,0 +1,74 @@
+"""Which whole rows and columns of the grid do the finished runs leave empty? A census of modes.py's output.
+
+Reads every ``results/<tag>/modes_<arm>_seed<s>.json`` (written by ``modes.py``) and, per run and
+generator, names the grid lines (rows y = const, columns x = const) on which no mode reaches the
+coverage threshold, plus the uncovered modes that lie on no such line. Writes
+``results/<tag>/lines.md`` and prints it.
+
+    PYTHONPATH=src .venv/bin/python experiments/diffusion_gan_toy/lines.py --tag ct400k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+MIN_COUNT = 20  # the coverage threshold of loop.py's metrics and modes.py
+
+
+def empty_lines(counts, modes, min_count: int = MIN_COUNT) -> tuple[list[str], list[tuple[float, float]]]:
+    """Grid lines with no covered mode, and the uncovered modes off those lines.
+
+    counts: (M,) samples per mode; modes: (M, 2) centres on a square grid. Returns
+    (["row y = -0.71", "column x = +0.00", ...], [(x, y) of each uncovered mode on no empty line]).
+    """
+    counts, modes = torch.as_tensor(counts), torch.as_tensor(modes, dtype=torch.float64)
+    covered = counts >= min_count
+    names, on_line = [], torch.zeros_like(covered)
+    for axis, kind, coord in ((1, "row", "y"), (0, "column", "x")):
+        for v in torch.unique(modes[:, axis]).tolist():
+            line = torch.isclose(modes[:, axis], torch.tensor(v, dtype=torch.float64))
+            if not covered[line].any():
+                names.append(f"{kind} {coord} = {v:+.2f}")
+                on_line |= line
+    stray = [(round(float(x), 2), round(float(y), 2)) for x, y in modes[~covered & ~on_line]]
+    return names, stray
+
+
+def census(dest: Path, min_count: int = MIN_COUNT) -> str:
+    """Markdown table over the modes_*.json files in ``dest``: arm, seed, then per generator the
+    covered count, the empty lines and the stray uncovered modes."""
+    rows = []
+    for path in sorted(dest.glob("modes_*_seed*.json")):
+        m = re.fullmatch(r"modes_(.+)_seed(\d+)\.json", path.name)
+        res = json.loads(path.read_text())
+        cells = []
+        for name in ("G", "EMA G"):
+            lines, stray = empty_lines(res[name], res["modes"], min_count)
+            n = sum(c >= min_count for c in res[name])
+            cells += [str(n), ", ".join(lines) or "-", " ".join(f"({x:+.2f}, {y:+.2f})" for x, y in stray) or "-"]
+        rows.append(f"| {m.group(1)} | {m.group(2)} | " + " | ".join(cells) + " |")
+    if not rows:
+        raise SystemExit(f"no modes_*.json in {dest}: run modes.py on the finished runs first.")
+    head = ("| arm | seed | modes (G) | empty lines (G) | other uncovered (G) "
+            "| modes (EMA G) | empty lines (EMA G) | other uncovered (EMA G) |\n|" + "---|" * 8)
+    return "\n".join([head, *rows]) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tag", default="ct400k")
+    args = ap.parse_args()
+    dest = HERE / "results" / args.tag
+    table = census(dest)
+    (dest / "lines.md").write_text(table)
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    main()
