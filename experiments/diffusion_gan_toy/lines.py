@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
+from beatgans.gan import MIN_COUNT  # the coverage threshold of loop.py's metrics and modes.py
+
 HERE = Path(__file__).resolve().parent
-MIN_COUNT = 20  # the coverage threshold of loop.py's metrics and modes.py
 
 
 def empty_lines(counts, modes, min_count: int = MIN_COUNT) -> tuple[list[str], list[tuple[float, float]]]:

@@ -153,7 +153,7 @@ def _coverage(module: DiffusionGANModule, samples: dict[str, torch.Tensor], data
     """Modes covered / HQ share of the raw G and (``ema_``-prefixed) the EMA G from ``eval_samples``."""
     out = {}
     for tag, name in (("", "G"), ("ema_", "EMA G")):
-        cov = mode_coverage(samples[name], module.eval_modes, data_std, min_count=20)
+        cov = mode_coverage(samples[name], module.eval_modes, data_std)  # covered at >= MIN_COUNT samples
         out.update({f"{tag}{k}": v for k, v in cov.items()})
     return out
 

@@ -19,13 +19,12 @@ from pathlib import Path
 import torch
 
 from beatgans.data.toy2d import gaussian_grid_modes
-from beatgans.gan import AdaptiveDiffusion, mode_counts
+from beatgans.gan import MIN_COUNT, AdaptiveDiffusion, mode_counts
 from beatgans.lit.diffusion_gan import DiffusionGANModule
 from beatgans.nets.toy import ToyDiscriminator, ToyGenerator
 from loop import eval_samples  # this folder is on sys.path when run as a script (and in the tests)
 
 HERE = Path(__file__).resolve().parent
-MIN_COUNT = 20  # the coverage threshold of loop.py's metrics
 
 
 def per_mode(run: Path) -> dict:

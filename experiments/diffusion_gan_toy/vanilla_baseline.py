@@ -46,7 +46,7 @@ for it in range(1, a.iters + 1):
     if it % (a.iters // 4) == 0:
         with torch.no_grad():
             pts = G(torch.randn(2500, a.z, generator=torch.Generator().manual_seed(12345)))
-        m = mode_coverage(pts, gaussian_grid_modes(), 0.05, min_count=20)
+        m = mode_coverage(pts, gaussian_grid_modes(), 0.05)
         res[it] = (m["modes_covered"], round(m["hq_share"], 3))
 print(json.dumps({"args": vars(a), "res": res, "s": round(time.time() - t0)}))
 torch.save(pts, f"/tmp/i6/pts_{a.d}_{a.g}_z{a.z}_lr{a.lr}_s{a.seed}_{a.act}.pt")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+MIN_COUNT = 20  # samples on a mode for it to count as covered (of 2,500 in the toy experiments)
+
 
 def mode_counts(samples: torch.Tensor, centers: torch.Tensor, std: float, radius: float = 3.0) -> torch.Tensor:
     """High-quality samples per mode: how many of ``samples`` (N, 2) lie within ``radius * std`` of
@@ -15,7 +17,7 @@ def mode_counts(samples: torch.Tensor, centers: torch.Tensor, std: float, radius
 
 
 def mode_coverage(
-    samples: torch.Tensor, centers: torch.Tensor, std: float, min_count: int = 20, radius: float = 3.0
+    samples: torch.Tensor, centers: torch.Tensor, std: float, min_count: int = MIN_COUNT, radius: float = 3.0
 ) -> dict[str, float]:
     """Count modes covered and the share of high-quality samples.
 
