@@ -39,14 +39,14 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
               data_std: float = 0.05, target: float = 0.6, log_every: int = 250, spacing: float = 2.0,
               r1_gamma: float = 0.0, r1_interval: int = 16, dataset_size: int = 0, p: float = 0.0,
               ada_kimg: float = 100.0, num_clean: int = 32, t_dist: str = "priority", t_max: int = 1000,
-              init_from: Path | None = None) -> dict:
+              init_from: Path | None = None, grid: int = 5) -> dict:
     """Train one arm; write metrics.json, gan_history.json and scatter PNGs into ``out_dir``.
 
     ``spacing`` is the grid spacing (2 -> centres {-4..4}^2); ``data_std`` the per-mode std. Scaling
     both by the same factor is the same task up to units (the coverage radius, 3 std, scales along).
     ``r1_gamma`` > 0 adds the module's lazy R1 (every ``r1_interval`` iterations, on the clean reals
     taken through the noising, scaled by the interval). ``dataset_size`` > 0 trains on that many
-    fixed points (``dataset_size / 25`` per mode, drawn once from the data seed) in reshuffled
+    fixed points (``dataset_size / grid**2`` per mode, drawn once from the data seed) in reshuffled
     epochs instead of a fresh sample per batch, so D can overfit and the controller has a reason
     to raise T. ``p`` is the controller's starting strength (0: T starts at t_min; 1: at t_max) and
     ``ada_kimg`` its speed (thousands of images for p to move by 1; a huge value freezes T);
@@ -55,6 +55,8 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     ``init_from`` continues from a finished run's ``nets.pt`` (G, D and the EMA G; the Adam states
     are not saved there, so both optimizers start fresh, and the data and latent streams restart
     from the seed): the intervention experiments that change one setting of a trained pair.
+    ``grid`` is the number of modes per axis (5: the 25 Gaussians; an even grid has no row or column
+    through the centre); the metrics then count ``grid**2`` modes on ``100 * grid**2`` samples.
     """
     torch.manual_seed(seed)
     data_gen = torch.Generator().manual_seed(10_000 + seed)
@@ -62,7 +64,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
                                   ada_kimg=ada_kimg, num_clean=num_clean, t_dist=t_dist, t_max=t_max)
     opt = partial(torch.optim.Adam, lr=lr, betas=betas)
     module = DiffusionGANModule(ToyGenerator(z_dim=z_dim), ToyDiscriminator(), diffusion, opt, opt,
-                                r1_gamma=r1_gamma, r1_interval=r1_interval, ema_rate=0.999, eval_modes=gaussian_grid_modes(spacing),
+                                r1_gamma=r1_gamma, r1_interval=r1_interval, ema_rate=0.999, eval_modes=gaussian_grid_modes(spacing, grid),
                                 eval_std=data_std, save_artifacts=False)
     G, D = module.generator, module.discriminator
     if init_from is not None:
@@ -74,9 +76,10 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
         module.ema.shadow(0).load_state_dict(nets["ema_generator"])
     opt_g, opt_d = opt(G.parameters()), opt(D.parameters())
     out_dir.mkdir(parents=True, exist_ok=True)
-    fixed = None  # or (dataset_size, 2): size / 25 points per mode
+    fixed = None  # or (dataset_size, 2): size / grid**2 points per mode
     if dataset_size:
-        fixed = sample_gaussian_grid(dataset_size, std=data_std, spacing=spacing, generator=data_gen, balanced=True)[0]
+        fixed = sample_gaussian_grid(dataset_size, std=data_std, spacing=spacing, grid=grid, generator=data_gen,
+                                     balanced=True)[0]
     order, cursor = None, 0
     history, progress, start = [], [], time.time()
     sums = torch.zeros(4)  # running sums of sigmoid D(real), sigmoid D(fake), loss_g, loss_d
@@ -93,7 +96,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
         with torch.no_grad():
             fake = G(torch.randn(batch, z_dim))
         if fixed is None:
-            real, _ = sample_gaussian_grid(batch, std=data_std, spacing=spacing, generator=data_gen)
+            real, _ = sample_gaussian_grid(batch, std=data_std, spacing=spacing, grid=grid, generator=data_gen)
         else:  # epochs over the fixed set, reshuffled each epoch (last partial batch dropped)
             if order is None or cursor + batch > len(fixed):
                 order, cursor = torch.randperm(len(fixed), generator=data_gen), 0
@@ -123,12 +126,12 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
             if progress_now:
                 progress.append({"iteration": it, "T": diffusion.T, **_coverage(module, samples, data_std)})
                 pt = progress[-1]
-                log.info("%s: it %d/%d (%.0f s), T %d, modes %d/25 (EMA %d), HQ %.3f", out_dir.name, it,
-                         iterations, time.time() - start, diffusion.T, pt["modes_covered"],
+                log.info("%s: it %d/%d (%.0f s), T %d, modes %d/%d (EMA %d), HQ %.3f", out_dir.name, it,
+                         iterations, time.time() - start, diffusion.T, pt["modes_covered"], grid * grid,
                          pt["ema_modes_covered"], pt["hq_share"])
     seconds = time.time() - start
     metrics = {"iterations": iterations, "lr": lr, "p0": p, "ada_kimg": ada_kimg, "num_clean": num_clean, "t_dist": t_dist, "t_max": t_max, "betas": list(betas), "batch": batch, "z_dim": z_dim,
-               "dataset_size": dataset_size, "r1_gamma": r1_gamma, "r1_interval": r1_interval, "spacing": spacing, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
+               "dataset_size": dataset_size, "r1_gamma": r1_gamma, "r1_interval": r1_interval, "spacing": spacing, "grid": grid, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
                "max_T": max([h["T"] for h in history] or [diffusion.T]), "r_d": diffusion.last_r_d,
                "sigma": sigma, "init_from": None if init_from is None else str(init_from)}
     samples = eval_samples(module)
@@ -143,10 +146,13 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
 
 
 def eval_samples(module: DiffusionGANModule) -> dict[str, torch.Tensor]:
-    """The evaluation samples of every toy metric and plot: ``{"G": (2500, 2), "EMA G": (2500, 2)}``
-    from the raw and EMA generators on the fixed latents seeded 12345..14844."""
-    return {"G": module.sample_images(2500, seed=12345, use_ema=False),
-            "EMA G": module.sample_images(2500, seed=12345, use_ema=True)}
+    """The evaluation samples of every toy metric and plot: ``{"G": (n, 2), "EMA G": (n, 2)}`` with
+    ``n = 100`` per mode of ``module.eval_modes`` (2,500 for the 25 Gaussians), from the raw and EMA
+    generators on fixed latents (seed 12345), so a covered mode's threshold (``MIN_COUNT`` = 20) is
+    the same fifth of a uniform share on every grid."""
+    n = 100 * len(module.eval_modes)
+    return {"G": module.sample_images(n, seed=12345, use_ema=False),
+            "EMA G": module.sample_images(n, seed=12345, use_ema=True)}
 
 
 def _coverage(module: DiffusionGANModule, samples: dict[str, torch.Tensor], data_std: float) -> dict:

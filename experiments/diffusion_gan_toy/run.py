@@ -97,16 +97,18 @@ def aggregate(seeds: list[int], iterations: int, tag: str = "loop") -> str:
     lines = ["| arm | seed | modes covered (G) | HQ share (G) | modes covered (EMA G) | HQ share (EMA G) "
              "| final T | max T | final r_d | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (a, s), m in rows.items():
-        lines.append(f"| {a} | {s} | {m['modes_covered']:.0f}/25 | {m['hq_share']:.3f} | "
-                     f"{m['ema_modes_covered']:.0f}/25 | {m['ema_hq_share']:.3f} | {m['T']} | {m['max_T']} | "
+        n = m.get("grid", 5) ** 2  # modes of the run's grid (runs before the grid option: 25)
+        lines.append(f"| {a} | {s} | {m['modes_covered']:.0f}/{n} | {m['hq_share']:.3f} | "
+                     f"{m['ema_modes_covered']:.0f}/{n} | {m['ema_hq_share']:.3f} | {m['T']} | {m['max_T']} | "
                      f"{m['r_d']:.2f} | {m['train_seconds']:.0f} |")
     for a in arms:
         ms = [rows[(a, s)] for s in seeds if (a, s) in rows]
         mean = {k: sum(m[k] for m in ms) / len(ms) for k in ("modes_covered", "hq_share", "ema_modes_covered",
                                                              "ema_hq_share")}
         n = "" if len(ms) == len(seeds) else f" ({len(ms)} of {len(seeds)} seeds)"
-        lines.append(f"| **{a} mean{n}** | | {mean['modes_covered']:.1f}/25 | {mean['hq_share']:.3f} | "
-                     f"{mean['ema_modes_covered']:.1f}/25 | {mean['ema_hq_share']:.3f} | | | | |")
+        k = ms[0].get("grid", 5) ** 2
+        lines.append(f"| **{a} mean{n}** | | {mean['modes_covered']:.1f}/{k} | {mean['hq_share']:.3f} | "
+                     f"{mean['ema_modes_covered']:.1f}/{k} | {mean['ema_hq_share']:.3f} | | | | |")
     table = "\n".join(lines)
     res = RESULTS if tag == "loop" else RESULTS / tag
     res.mkdir(parents=True, exist_ok=True)
@@ -160,10 +162,11 @@ def _coverage_plot(rows: dict, path: Path) -> None:
             it = [p["iteration"] for p in pts]
             line, = ax.plot(it, [p["modes_covered"] for p in pts], marker="o", ms=3, label=f"seed {s} (G)")
             ax.plot(it, [p["ema_modes_covered"] for p in pts], ls="--", color=line.get_color(), label=f"seed {s} (EMA)")
-        ax.set_ylim(0, 25.5)
+        k = next(m.get("grid", 5) ** 2 for (arm, _), m in rows.items() if arm == a)
+        ax.set_ylim(0, k + 0.5)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
         ax.set_xlabel("iteration")
-        ax.set_ylabel("modes covered of 25")
+        ax.set_ylabel(f"modes covered of {k}")
         ax.set_title(a, fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -193,7 +196,9 @@ def main() -> None:
     ap.add_argument("--z-dim", type=int, default=2)
     ap.add_argument("--betas", type=float, nargs=2, default=[0.5, 0.9], help="Adam betas for G and D")
     ap.add_argument("--dataset-size", type=int, default=0,
-                    help="train on this many fixed points (a multiple of 25) in epochs; 0 = a fresh sample per batch")
+                    help="train on this many fixed points (a multiple of grid**2) in epochs; 0 = a fresh sample per batch")
+    ap.add_argument("--grid", type=int, default=5,
+                    help="modes per axis of the Gaussian grid (5: the 25 Gaussians; even: no line through the centre)")
     ap.add_argument("--tag", default="loop", help="protocol name: runs/<tag>_<arm>_seed<s>, results/<tag>/")
     ap.add_argument("--init-from", metavar="TAG", default=None,
                     help="continue each run from runs/<TAG>_<init arm>_seed<s>/nets.pt (fresh Adam states)")
@@ -209,7 +214,8 @@ def main() -> None:
                 m = train_toy(run_dir(arm, seed, args.tag), seed, iterations=args.iterations, lr=args.lr,
                               spacing=2.0 / args.scale, data_std=0.05 / args.scale, r1_gamma=args.r1_gamma,
                               batch=args.batch, z_dim=args.z_dim, betas=tuple(args.betas),
-                              dataset_size=args.dataset_size, init_from=_init_dir(args, arm, seed), **ARMS[arm])
+                              dataset_size=args.dataset_size, init_from=_init_dir(args, arm, seed), grid=args.grid,
+                              **ARMS[arm])
                 print(arm, seed, json.dumps(m), flush=True)
         if args.models != list(ARMS):
             return  # partial launch; aggregate later with --aggregate-only
