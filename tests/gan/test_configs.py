@@ -223,9 +223,11 @@ def test_toy_loop_progress_points_leave_training_unchanged(tmp_path, monkeypatch
         assert all(with_defaults[k] == v for k, v in back.items())
 
 
-def test_toy_modes_counts_the_saved_generators(tmp_path):
-    """modes.py loads a run's raw and EMA generators from nets.pt and counts their samples per mode:
-    generators whose last layer is zeroed and biased to one centre put all 2,500 samples on it."""
+@pytest.mark.parametrize("grid", [5, 6])
+def test_toy_modes_counts_the_saved_generators(tmp_path, grid):
+    """modes.py loads a run's raw and EMA generators from nets.pt and counts their samples per mode
+    (100 per mode of the run's grid): generators whose last layer is zeroed and biased to one centre
+    put all of them on it. A run's metrics without "grid" (those before the option) mean 5x5."""
     import json
     import sys
 
@@ -238,7 +240,7 @@ def test_toy_modes_counts_the_saved_generators(tmp_path):
     from beatgans.nets.toy import ToyGenerator
 
     spacing, std = 0.707, 0.0177
-    centres = gaussian_grid_modes(spacing)
+    centres = gaussian_grid_modes(spacing, grid)
     nets = {"z_dim": 4}
     for key, k in (("generator", 3), ("ema_generator", 17)):
         G = ToyGenerator(z_dim=4)
@@ -248,14 +250,50 @@ def test_toy_modes_counts_the_saved_generators(tmp_path):
         nets[key] = G.state_dict()
     nets["discriminator"] = {}
     torch.save(nets, tmp_path / "nets.pt")
-    (tmp_path / "metrics.json").write_text(json.dumps({"spacing": spacing, "data_std": std}))
+    metrics = {"spacing": spacing, "data_std": std, **({} if grid == 5 else {"grid": grid})}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     res = per_mode(tmp_path)
+    assert torch.equal(res["modes"], centres)
     for name, k in (("G", 3), ("EMA G", 17)):
-        expected = torch.zeros(25, dtype=torch.long)
-        expected[k] = 2500
+        expected = torch.zeros(grid * grid, dtype=torch.long)
+        expected[k] = 100 * grid * grid
         assert torch.equal(res[name], expected)
     plot(tmp_path / "modes.png", res)
     assert (tmp_path / "modes.png").stat().st_size > 1000
+
+
+def test_toy_loop_even_grid(tmp_path, monkeypatch):
+    """loop.py's ``grid``: a 6x6 run trains on 36 balanced modes, and its metrics, table row and
+    line census count 36 modes; no row or column of an even grid passes through the centre."""
+    import json
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    import run
+    from lines import empty_lines
+    from loop import train_toy
+
+    from beatgans.data.toy2d import gaussian_grid_modes, sample_gaussian_grid
+
+    centres = gaussian_grid_modes(0.707, 6)
+    assert centres.shape == (36, 2) and centres[:, 0].abs().min() == pytest.approx(0.3535)
+    pts, ids = sample_gaussian_grid(144, std=0.01, spacing=0.707, grid=6, generator=torch.Generator().manual_seed(0),
+                                    balanced=True)
+    assert torch.bincount(torch.cdist(pts, centres).argmin(1), minlength=36).tolist() == [4] * 36
+    arm = "diffusion_gan_uniformT500_noclean_sigma0.2"
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run, "RESULTS", tmp_path / "results")
+    out = run.run_dir(arm, 0, "g6test")
+    m = train_toy(out, seed=0, iterations=8, batch=36, z_dim=3, log_every=4, dataset_size=144, spacing=0.707,
+                  data_std=0.0177, grid=6, **run.ARMS[arm])
+    assert m["grid"] == 6 and m["num_modes"] == 36 and m["ema_num_modes"] == 36
+    assert json.loads((out / "metrics.json").read_text())["grid"] == 6
+    table = run.aggregate([0], 8, "g6test")
+    assert f"| {arm} | 0 | {m['modes_covered']:.0f}/36 |" in table
+    names, stray = empty_lines(torch.zeros(36), centres)
+    assert len(names) == 12 and stray == [] and not any("+0.00" in n for n in names)
 
 
 def test_toy_lines_census_names_empty_rows_and_columns(tmp_path):
