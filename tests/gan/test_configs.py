@@ -396,6 +396,37 @@ def test_toy_loop_continues_from_a_finished_run(tmp_path):
         train_toy(tmp_path / "bad", seed=0, iterations=1, init_from=tmp_path / "src", **{**kw, "z_dim": 4}, **wide)
 
 
+def test_toy_loop_g_out_gain_scales_only_the_initial_output_weights(tmp_path):
+    """``g_out_gain``: G's initial output weights are multiplied (bias and the rest untouched, no RNG
+    drawn), so with lr 0 the saved G is the gain-1 G with its last weight scaled, and the first
+    samples spread from a centre blob (std ~0.08) to about the grid's spread."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    from loop import train_toy
+
+    kw = dict(seed=3, noise_enabled=False, sigma=0.05, iterations=1, batch=20, z_dim=50, lr=0.0, log_every=1)
+    m1 = train_toy(tmp_path / "g1", **kw)
+    m12 = train_toy(tmp_path / "g12", g_out_gain=12.0, **kw)
+    assert m1["g_out_gain"] == 1.0 and m12["g_out_gain"] == 12.0
+    g1, g12 = (torch.load(tmp_path / d / "nets.pt")["generator"] for d in ("g1", "g12"))
+    for k in g1:
+        want = g1[k] * 12 if k == "out.weight" else g1[k]
+        assert torch.equal(g12[k], want), k
+    from beatgans.nets.toy import ToyGenerator
+
+    G = ToyGenerator(z_dim=50)
+    z = torch.randn(4000, 50, generator=torch.Generator().manual_seed(0))
+    spread = []
+    for state in (g1, g12):
+        G.load_state_dict(state)
+        with torch.no_grad():
+            spread.append(G(z).std(0).mean().item())
+    assert spread[0] < 0.2 and 0.7 < spread[1] < 1.5
+
+
 def test_sigma02_preset_is_the_loop_arm():
     """toy/diffusion_gan_25gaussians_ct_sigma02 builds the AdaptiveDiffusion of run.py's
     diffusion_gan_uniformT500_noclean_sigma0.2 arm (T frozen at 500, no clean slots, uniform t,
