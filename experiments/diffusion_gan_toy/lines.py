@@ -2,8 +2,9 @@
 
 Reads every ``results/<tag>/modes_<arm>_seed<s>.json`` (written by ``modes.py``) and, per run and
 generator, names the grid lines (rows y = const, columns x = const) on which no mode reaches the
-coverage threshold, plus the uncovered modes that lie on no such line. Writes
-``results/<tag>/lines.md`` and prints it.
+coverage threshold, plus the uncovered modes that lie on no such line; then, per arm, how many
+empty lines lie at each distance from the grid's centre. Writes ``results/<tag>/lines.md`` and
+prints it.
 
     PYTHONPATH=src .venv/bin/python experiments/diffusion_gan_toy/lines.py --tag ct400k
 """
@@ -41,23 +42,50 @@ def empty_lines(counts, modes, min_count: int = MIN_COUNT) -> tuple[list[str], l
     return names, stray
 
 
+def _runs(dest: Path) -> list[tuple[str, str, dict]]:
+    """(arm, seed, modes.py result) for every ``modes_<arm>_seed<s>.json`` in ``dest``, sorted by file name."""
+    out = []
+    for path in sorted(dest.glob("modes_*_seed*.json")):
+        m = re.fullmatch(r"modes_(.+)_seed(\d+)\.json", path.name)
+        out.append((m.group(1), m.group(2), json.loads(path.read_text())))
+    if not out:
+        raise SystemExit(f"no modes_*.json in {dest}: run modes.py on the finished runs first.")
+    return out
+
+
 def census(dest: Path, min_count: int = MIN_COUNT) -> str:
     """Markdown table over the modes_*.json files in ``dest``: arm, seed, then per generator the
     covered count, the empty lines and the stray uncovered modes."""
     rows = []
-    for path in sorted(dest.glob("modes_*_seed*.json")):
-        m = re.fullmatch(r"modes_(.+)_seed(\d+)\.json", path.name)
-        res = json.loads(path.read_text())
+    for arm, seed, res in _runs(dest):
         cells = []
         for name in ("G", "EMA G"):
             lines, stray = empty_lines(res[name], res["modes"], min_count)
             n = sum(c >= min_count for c in res[name])
             cells += [str(n), ", ".join(lines) or "-", " ".join(f"({x:+.2f}, {y:+.2f})" for x, y in stray) or "-"]
-        rows.append(f"| {m.group(1)} | {m.group(2)} | " + " | ".join(cells) + " |")
-    if not rows:
-        raise SystemExit(f"no modes_*.json in {dest}: run modes.py on the finished runs first.")
+        rows.append(f"| {arm} | {seed} | " + " | ".join(cells) + " |")
     head = ("| arm | seed | modes (G) | empty lines (G) | other uncovered (G) "
             "| modes (EMA G) | empty lines (EMA G) | other uncovered (EMA G) |\n|" + "---|" * 8)
+    return "\n".join([head, *rows]) + "\n"
+
+
+def by_distance(dest: Path, min_count: int = MIN_COUNT) -> str:
+    """Markdown table: per arm and generator, the runs, those with an empty line, and the empty lines
+    counted by their distance from the grid's centre (|x| of a column, |y| of a row; 0 exists only
+    on odd grids). Answers "which lines stay empty: the border, the centre, or anywhere?"."""
+    tally: dict[tuple[str, str], list] = {}
+    for arm, _, res in _runs(dest):
+        for name in ("G", "EMA G"):
+            lines, _ = empty_lines(res[name], res["modes"], min_count)
+            t = tally.setdefault((arm, name), [0, 0, {}])
+            t[0] += 1
+            t[1] += bool(lines)
+            for line in lines:
+                d = f"{abs(float(line.split('=')[1])):.2f}"
+                t[2][d] = t[2].get(d, 0) + 1
+    head = "| arm | generator | runs | runs with an empty line | empty lines by distance from the centre |\n|" + "---|" * 5
+    rows = [f"| {arm} | {name} | {n} | {stuck} | " + (", ".join(f"{d}: {k}" for d, k in sorted(c.items())) or "-") + " |"
+            for (arm, name), (n, stuck, c) in tally.items()]
     return "\n".join([head, *rows]) + "\n"
 
 
@@ -66,7 +94,7 @@ def main() -> None:
     ap.add_argument("--tag", default="ct400k")
     args = ap.parse_args()
     dest = HERE / "results" / args.tag
-    table = census(dest)
+    table = census(dest) + "\n" + by_distance(dest)
     (dest / "lines.md").write_text(table)
     print(table, end="")
 

@@ -298,12 +298,13 @@ def test_toy_loop_even_grid(tmp_path, monkeypatch):
 
 def test_toy_lines_census_names_empty_rows_and_columns(tmp_path):
     """lines.py names the grid lines with no covered mode and the other uncovered modes: the middle
-    column empty, one stray corner below the threshold, the EMA G's row y = -0.71 empty."""
+    column empty, one stray corner below the threshold, the EMA G's row y = -0.71 empty; and tallies
+    the empty lines per arm by their distance from the centre."""
     import json
     import sys
 
     sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
-    from lines import census, empty_lines
+    from lines import by_distance, census, empty_lines
 
     from beatgans.data.toy2d import gaussian_grid_modes
 
@@ -321,6 +322,11 @@ def test_toy_lines_census_names_empty_rows_and_columns(tmp_path):
     table = census(tmp_path).splitlines()
     assert len(table) == 3
     assert table[2] == ("| armA | 3 | 19 | column x = +0.00 | (-1.41, -1.41) | 20 | row y = -0.71 | - |")
+    full = [50] * 25
+    (tmp_path / "modes_armA_seed4.json").write_text(json.dumps({"G": four_corners, "EMA G": full, "modes": modes.tolist()}))
+    tally = by_distance(tmp_path).splitlines()
+    assert tally[2:] == ["| armA | G | 2 | 2 | 0.00: 3, 0.71: 4 |",  # seed 3's middle column + the corners run's 6
+                         "| armA | EMA G | 2 | 1 | 0.71: 1 |"]  # seed 3's row y = -0.71; seed 4 covers all
 
 
 def test_toy_gap_pull_on_a_known_discriminator():
