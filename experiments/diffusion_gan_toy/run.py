@@ -188,7 +188,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--models", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--iterations", type=int, default=10_000)
-    ap.add_argument("--lr", type=float, default=1e-4, help="Adam lr for G and D")
+    ap.add_argument("--lr", type=float, default=1e-4, help="Adam lr for G (and D unless --lr-d)")
+    ap.add_argument("--lr-d", type=float, default=None, help="Adam lr for D (two time-scale updates); default: --lr")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="divide the grid spacing (2) and mode std (0.05) by this (2.828: centres in [-1.41, 1.41])")
     ap.add_argument("--r1-gamma", type=float, default=0.0, help="lazy R1 weight (every 16 iterations); 0 = off")
@@ -217,7 +218,7 @@ def main() -> None:
                               spacing=2.0 / args.scale, data_std=0.05 / args.scale, r1_gamma=args.r1_gamma,
                               batch=args.batch, z_dim=args.z_dim, betas=tuple(args.betas),
                               dataset_size=args.dataset_size, init_from=_init_dir(args, arm, seed), grid=args.grid,
-                              g_out_gain=args.g_out_gain,
+                              g_out_gain=args.g_out_gain, lr_d=args.lr_d,
                               **ARMS[arm])
                 print(arm, seed, json.dumps(m), flush=True)
         if args.models != list(ARMS):
