@@ -63,6 +63,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     the 25 Gaussians' own spread (std 1.0 per axis in the ct units) before the first step.
     ``lr_d`` is D's Adam lr when it differs from G's ``lr`` (two time-scale updates; None: ``lr``).
     """
+    lr_d = lr if lr_d is None else lr_d
     torch.manual_seed(seed)
     data_gen = torch.Generator().manual_seed(10_000 + seed)
     diffusion = AdaptiveDiffusion(sigma=sigma, target=target, noise_enabled=noise_enabled, seed=seed, p=p,
@@ -82,7 +83,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
         G.load_state_dict(nets["generator"])
         D.load_state_dict(nets["discriminator"])
         module.ema.shadow(0).load_state_dict(nets["ema_generator"])
-    opt_g, opt_d = opt(G.parameters()), opt(D.parameters(), lr=lr if lr_d is None else lr_d)
+    opt_g, opt_d = opt(G.parameters()), opt(D.parameters(), lr=lr_d)
     out_dir.mkdir(parents=True, exist_ok=True)
     fixed = None  # or (dataset_size, 2): size / grid**2 points per mode
     if dataset_size:
@@ -138,7 +139,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
                          iterations, time.time() - start, diffusion.T, pt["modes_covered"], grid * grid,
                          pt["ema_modes_covered"], pt["hq_share"])
     seconds = time.time() - start
-    metrics = {"iterations": iterations, "lr": lr, "lr_d": lr if lr_d is None else lr_d, "p0": p, "ada_kimg": ada_kimg, "num_clean": num_clean, "t_dist": t_dist, "t_max": t_max, "betas": list(betas), "batch": batch, "z_dim": z_dim,
+    metrics = {"iterations": iterations, "lr": lr, "lr_d": lr_d, "p0": p, "ada_kimg": ada_kimg, "num_clean": num_clean, "t_dist": t_dist, "t_max": t_max, "betas": list(betas), "batch": batch, "z_dim": z_dim,
                "dataset_size": dataset_size, "r1_gamma": r1_gamma, "r1_interval": r1_interval, "spacing": spacing, "grid": grid, "g_out_gain": g_out_gain, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
                "max_T": max([h["T"] for h in history] or [diffusion.T]), "r_d": diffusion.last_r_d,
                "sigma": sigma, "init_from": None if init_from is None else str(init_from)}

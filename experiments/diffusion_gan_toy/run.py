@@ -85,6 +85,11 @@ def analysis_cli(doc: str) -> tuple[argparse.Namespace, Path, Path]:
     return args, run, dest
 
 
+def _num_modes(metrics: dict) -> int:
+    """Modes of a run's grid from its metrics.json (runs made before the grid option: 5x5)."""
+    return metrics.get("grid", 5) ** 2
+
+
 def aggregate(seeds: list[int], iterations: int, tag: str = "loop") -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -97,7 +102,7 @@ def aggregate(seeds: list[int], iterations: int, tag: str = "loop") -> str:
     lines = ["| arm | seed | modes covered (G) | HQ share (G) | modes covered (EMA G) | HQ share (EMA G) "
              "| final T | max T | final r_d | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (a, s), m in rows.items():
-        n = m.get("grid", 5) ** 2  # modes of the run's grid (runs before the grid option: 25)
+        n = _num_modes(m)
         lines.append(f"| {a} | {s} | {m['modes_covered']:.0f}/{n} | {m['hq_share']:.3f} | "
                      f"{m['ema_modes_covered']:.0f}/{n} | {m['ema_hq_share']:.3f} | {m['T']} | {m['max_T']} | "
                      f"{m['r_d']:.2f} | {m['train_seconds']:.0f} |")
@@ -106,7 +111,7 @@ def aggregate(seeds: list[int], iterations: int, tag: str = "loop") -> str:
         mean = {k: sum(m[k] for m in ms) / len(ms) for k in ("modes_covered", "hq_share", "ema_modes_covered",
                                                              "ema_hq_share")}
         n = "" if len(ms) == len(seeds) else f" ({len(ms)} of {len(seeds)} seeds)"
-        k = ms[0].get("grid", 5) ** 2
+        k = _num_modes(ms[0])
         lines.append(f"| **{a} mean{n}** | | {mean['modes_covered']:.1f}/{k} | {mean['hq_share']:.3f} | "
                      f"{mean['ema_modes_covered']:.1f}/{k} | {mean['ema_hq_share']:.3f} | | | | |")
     table = "\n".join(lines)
@@ -162,7 +167,7 @@ def _coverage_plot(rows: dict, path: Path) -> None:
             it = [p["iteration"] for p in pts]
             line, = ax.plot(it, [p["modes_covered"] for p in pts], marker="o", ms=3, label=f"seed {s} (G)")
             ax.plot(it, [p["ema_modes_covered"] for p in pts], ls="--", color=line.get_color(), label=f"seed {s} (EMA)")
-        k = next(m.get("grid", 5) ** 2 for (arm, _), m in rows.items() if arm == a)
+        k = next(_num_modes(m) for (arm, _), m in rows.items() if arm == a)
         ax.set_ylim(0, k + 0.5)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
         ax.set_xlabel("iteration")

@@ -279,7 +279,7 @@ def test_toy_loop_even_grid(tmp_path, monkeypatch):
 
     centres = gaussian_grid_modes(0.707, 6)
     assert centres.shape == (36, 2) and centres[:, 0].abs().min() == pytest.approx(0.3535)
-    pts, ids = sample_gaussian_grid(144, std=0.01, spacing=0.707, grid=6, generator=torch.Generator().manual_seed(0),
+    pts, _ = sample_gaussian_grid(144, std=0.01, spacing=0.707, grid=6, generator=torch.Generator().manual_seed(0),
                                     balanced=True)
     assert torch.bincount(torch.cdist(pts, centres).argmin(1), minlength=36).tolist() == [4] * 36
     arm = "diffusion_gan_uniformT500_noclean_sigma0.2"
