@@ -57,7 +57,8 @@ def _restore(run: Path, arm: dict, samples: int) -> tuple:
     (samples, 2), D, diffusion, metrics, modes (25, 2), rng)``; ``rng`` continues after the latents."""
     metrics = json.loads((run / "metrics.json").read_text())
     nets = torch.load(run / "nets.pt", weights_only=True)
-    G, D = ToyGenerator(z_dim=nets["z_dim"]), ToyDiscriminator()
+    width = nets.get("hidden", 128)  # runs before the width option: the paper's 128
+    G, D = ToyGenerator(z_dim=nets["z_dim"], hidden=width), ToyDiscriminator(hidden=width)
     G.load_state_dict(nets["generator"])
     D.load_state_dict(nets["discriminator"])
     T = int(metrics["T"])

@@ -40,7 +40,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
               r1_gamma: float = 0.0, r1_interval: int = 16, dataset_size: int = 0, p: float = 0.0,
               ada_kimg: float = 100.0, num_clean: int = 32, t_dist: str = "priority", t_max: int = 1000,
               init_from: Path | None = None, grid: int = 5, g_out_gain: float = 1.0,
-              lr_d: float | None = None) -> dict:
+              lr_d: float | None = None, hidden: int = 128) -> dict:
     """Train one arm; write metrics.json, gan_history.json and scatter PNGs into ``out_dir``.
 
     ``spacing`` is the grid spacing (2 -> centres {-4..4}^2); ``data_std`` the per-mode std. Scaling
@@ -62,6 +62,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     first samples in a blob of std ~0.08 per axis at the centre, a gain of 12 spreads them to about
     the 25 Gaussians' own spread (std 1.0 per axis in the ct units) before the first step.
     ``lr_d`` is D's Adam lr when it differs from G's ``lr`` (two time-scale updates; None: ``lr``).
+    ``hidden`` is the width of both nets' two hidden layers (128: the paper's toy nets).
     """
     lr_d = lr if lr_d is None else lr_d
     torch.manual_seed(seed)
@@ -69,7 +70,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     diffusion = AdaptiveDiffusion(sigma=sigma, target=target, noise_enabled=noise_enabled, seed=seed, p=p,
                                   ada_kimg=ada_kimg, num_clean=num_clean, t_dist=t_dist, t_max=t_max)
     opt = partial(torch.optim.Adam, lr=lr, betas=betas)
-    module = DiffusionGANModule(ToyGenerator(z_dim=z_dim), ToyDiscriminator(), diffusion, opt, opt,
+    module = DiffusionGANModule(ToyGenerator(z_dim=z_dim, hidden=hidden), ToyDiscriminator(hidden=hidden), diffusion, opt, opt,
                                 r1_gamma=r1_gamma, r1_interval=r1_interval, ema_rate=0.999, eval_modes=gaussian_grid_modes(spacing, grid),
                                 eval_std=data_std, save_artifacts=False)
     G, D = module.generator, module.discriminator
@@ -78,8 +79,9 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
             G.out.weight.mul_(g_out_gain)
     if init_from is not None:
         nets = torch.load(Path(init_from) / "nets.pt", map_location="cpu")
-        if nets["z_dim"] != z_dim:
-            raise ValueError(f"{init_from} was trained with z_dim {nets['z_dim']}, this run has {z_dim}")
+        if (nets["z_dim"], nets.get("hidden", 128)) != (z_dim, hidden):
+            raise ValueError(f"{init_from} was trained with z_dim {nets['z_dim']} and width {nets.get('hidden', 128)}, "
+                             f"this run has {z_dim} and {hidden}")
         G.load_state_dict(nets["generator"])
         D.load_state_dict(nets["discriminator"])
         module.ema.shadow(0).load_state_dict(nets["ema_generator"])
@@ -140,7 +142,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
                          pt["ema_modes_covered"], pt["hq_share"])
     seconds = time.time() - start
     metrics = {"iterations": iterations, "lr": lr, "lr_d": lr_d, "p0": p, "ada_kimg": ada_kimg, "num_clean": num_clean, "t_dist": t_dist, "t_max": t_max, "betas": list(betas), "batch": batch, "z_dim": z_dim,
-               "dataset_size": dataset_size, "r1_gamma": r1_gamma, "r1_interval": r1_interval, "spacing": spacing, "grid": grid, "g_out_gain": g_out_gain, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
+               "dataset_size": dataset_size, "r1_gamma": r1_gamma, "r1_interval": r1_interval, "spacing": spacing, "grid": grid, "g_out_gain": g_out_gain, "hidden": hidden, "data_std": data_std, "train_seconds": round(seconds, 1), "T": diffusion.T, "p": diffusion.p,
                "max_T": max([h["T"] for h in history] or [diffusion.T]), "r_d": diffusion.last_r_d,
                "sigma": sigma, "init_from": None if init_from is None else str(init_from)}
     samples = eval_samples(module)
@@ -150,7 +152,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     (out_dir / "gan_history.json").write_text(json.dumps(history, indent=0))
     _scatter(module, samples, out_dir / "scatter_final.png", f"it {iterations} T={diffusion.T}")
     torch.save({"generator": G.state_dict(), "discriminator": D.state_dict(),
-                "ema_generator": module.ema.shadow(0).state_dict(), "z_dim": z_dim}, out_dir / "nets.pt")
+                "ema_generator": module.ema.shadow(0).state_dict(), "z_dim": z_dim, "hidden": hidden}, out_dir / "nets.pt")
     return metrics
 
 

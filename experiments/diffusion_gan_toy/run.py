@@ -207,6 +207,8 @@ def main() -> None:
                     help="modes per axis of the Gaussian grid (5: the 25 Gaussians; even: no line through the centre)")
     ap.add_argument("--g-out-gain", type=float, default=1.0,
                     help="multiply G's initial output weights by this (12: first samples spread over the grid, not a centre blob)")
+    ap.add_argument("--hidden", type=int, default=128,
+                    help="width of both nets' two hidden layers (128: the paper's toy nets)")
     ap.add_argument("--tag", default="loop", help="protocol name: runs/<tag>_<arm>_seed<s>, results/<tag>/")
     ap.add_argument("--init-from", metavar="TAG", default=None,
                     help="continue each run from runs/<TAG>_<init arm>_seed<s>/nets.pt (fresh Adam states)")
@@ -223,7 +225,7 @@ def main() -> None:
                               spacing=2.0 / args.scale, data_std=0.05 / args.scale, r1_gamma=args.r1_gamma,
                               batch=args.batch, z_dim=args.z_dim, betas=tuple(args.betas),
                               dataset_size=args.dataset_size, init_from=_init_dir(args, arm, seed), grid=args.grid,
-                              g_out_gain=args.g_out_gain, lr_d=args.lr_d,
+                              g_out_gain=args.g_out_gain, lr_d=args.lr_d, hidden=args.hidden,
                               **ARMS[arm])
                 print(arm, seed, json.dumps(m), flush=True)
         if args.models != list(ARMS):

@@ -453,6 +453,32 @@ def test_toy_loop_lr_d_moves_only_the_discriminator(tmp_path):
     assert "body.0.weight" in moved
 
 
+def test_toy_loop_hidden_sets_both_widths_and_modes_reads_it(tmp_path):
+    """``hidden``: both nets' hidden layers get that width, metrics.json and nets.pt record it,
+    modes.py rebuilds the nets at the saved width (its counts equal the loop's own metrics), and a
+    continuation from a run of another width is refused with both widths named."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    from loop import train_toy
+    from modes import per_mode
+
+    kw = dict(seed=0, noise_enabled=True, sigma=0.2, iterations=6, batch=20, z_dim=3, lr=1e-3, log_every=2)
+    m = train_toy(tmp_path / "w32", hidden=32, **kw)
+    assert m["hidden"] == 32
+    nets = torch.load(tmp_path / "w32" / "nets.pt")
+    assert nets["hidden"] == 32
+    assert nets["generator"]["body.0.weight"].shape == (32, 3) and nets["generator"]["out.weight"].shape == (2, 32)
+    assert nets["discriminator"]["body.2.weight"].shape == (32, 32)
+    counts = per_mode(tmp_path / "w32")
+    assert int((counts["G"] >= 20).sum()) == m["modes_covered"]
+    assert int((counts["EMA G"] >= 20).sum()) == m["ema_modes_covered"]
+    with pytest.raises(ValueError, match="width 32.*128"):
+        train_toy(tmp_path / "bad", init_from=tmp_path / "w32", **{**kw, "iterations": 1})
+
+
 def test_sigma02_preset_is_the_loop_arm():
     """toy/diffusion_gan_25gaussians_ct_sigma02 builds the AdaptiveDiffusion of run.py's
     diffusion_gan_uniformT500_noclean_sigma0.2 arm (T frozen at 500, no clean slots, uniform t,
