@@ -29,7 +29,7 @@ import torch
 
 from beatgans.data.toy2d import gaussian_grid_modes
 from beatgans.gan import AdaptiveDiffusion, generator_forces, mode_counts
-from beatgans.nets.toy import ToyDiscriminator, ToyGenerator
+from loop import saved_shape, toy_nets  # this folder is on sys.path when run as a script (and in the tests)
 
 HERE = Path(__file__).resolve().parent
 STEPS = (0, 10, 50, 100, 200, 300, 500, 700, 1000)
@@ -57,8 +57,7 @@ def _restore(run: Path, arm: dict, samples: int) -> tuple:
     (samples, 2), D, diffusion, metrics, modes (25, 2), rng)``; ``rng`` continues after the latents."""
     metrics = json.loads((run / "metrics.json").read_text())
     nets = torch.load(run / "nets.pt", weights_only=True)
-    width = nets.get("hidden", 128)  # runs before the width option: the paper's 128
-    G, D = ToyGenerator(z_dim=nets["z_dim"], hidden=width), ToyDiscriminator(hidden=width)
+    G, D = toy_nets(*saved_shape(nets))
     G.load_state_dict(nets["generator"])
     D.load_state_dict(nets["discriminator"])
     T = int(metrics["T"])

@@ -34,6 +34,17 @@ from beatgans.nets.toy import ToyDiscriminator, ToyGenerator
 log = logging.getLogger(__name__)
 
 
+def toy_nets(z_dim: int, hidden: int = 128) -> tuple[ToyGenerator, ToyDiscriminator]:
+    """The untrained pair: G ``z (B, z_dim) -> (B, 2)``, D ``(x (B, 2), t (B,)) -> (B,)``, both with
+    two hidden layers ``hidden`` wide (128: the paper's toy nets)."""
+    return ToyGenerator(z_dim=z_dim, hidden=hidden), ToyDiscriminator(hidden=hidden)
+
+
+def saved_shape(nets: dict) -> tuple[int, int]:
+    """``(z_dim, hidden)`` of a loaded ``nets.pt``; runs saved before the width option have width 128."""
+    return nets["z_dim"], nets.get("hidden", 128)
+
+
 def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, iterations: int,
               batch: int = 512, lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.9), z_dim: int = 2,
               data_std: float = 0.05, target: float = 0.6, log_every: int = 250, spacing: float = 2.0,
@@ -70,7 +81,7 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
     diffusion = AdaptiveDiffusion(sigma=sigma, target=target, noise_enabled=noise_enabled, seed=seed, p=p,
                                   ada_kimg=ada_kimg, num_clean=num_clean, t_dist=t_dist, t_max=t_max)
     opt = partial(torch.optim.Adam, lr=lr, betas=betas)
-    module = DiffusionGANModule(ToyGenerator(z_dim=z_dim, hidden=hidden), ToyDiscriminator(hidden=hidden), diffusion, opt, opt,
+    module = DiffusionGANModule(*toy_nets(z_dim, hidden), diffusion, opt, opt,
                                 r1_gamma=r1_gamma, r1_interval=r1_interval, ema_rate=0.999, eval_modes=gaussian_grid_modes(spacing, grid),
                                 eval_std=data_std, save_artifacts=False)
     G, D = module.generator, module.discriminator
@@ -79,8 +90,9 @@ def train_toy(out_dir: Path, seed: int, noise_enabled: bool, sigma: float, itera
             G.out.weight.mul_(g_out_gain)
     if init_from is not None:
         nets = torch.load(Path(init_from) / "nets.pt", map_location="cpu")
-        if (nets["z_dim"], nets.get("hidden", 128)) != (z_dim, hidden):
-            raise ValueError(f"{init_from} was trained with z_dim {nets['z_dim']} and width {nets.get('hidden', 128)}, "
+        saved_z, saved_width = saved_shape(nets)
+        if (saved_z, saved_width) != (z_dim, hidden):
+            raise ValueError(f"{init_from} was trained with z_dim {saved_z} and width {saved_width}, "
                              f"this run has {z_dim} and {hidden}")
         G.load_state_dict(nets["generator"])
         D.load_state_dict(nets["discriminator"])

@@ -21,8 +21,7 @@ import torch
 from beatgans.data.toy2d import gaussian_grid_modes
 from beatgans.gan import MIN_COUNT, AdaptiveDiffusion, mode_counts
 from beatgans.lit.diffusion_gan import DiffusionGANModule
-from beatgans.nets.toy import ToyDiscriminator, ToyGenerator
-from loop import eval_samples  # this folder is on sys.path when run as a script (and in the tests)
+from loop import eval_samples, saved_shape, toy_nets  # this folder is on sys.path when run as a script (and in the tests)
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,10 +30,9 @@ def per_mode(run: Path) -> dict:
     """``{"G": (M,) counts, "EMA G": (M,) counts, "spacing", "modes" (M, 2)}`` for ``run`` (M = grid**2)."""
     metrics = json.loads((run / "metrics.json").read_text())
     nets = torch.load(run / "nets.pt", weights_only=True)
-    width = nets.get("hidden", 128)  # runs before the width option: the paper's 128
     opt = partial(torch.optim.Adam, lr=0.0)
     modes = gaussian_grid_modes(metrics["spacing"], metrics.get("grid", 5))  # runs before the grid option: 5
-    module = DiffusionGANModule(ToyGenerator(z_dim=nets["z_dim"], hidden=width), ToyDiscriminator(hidden=width), AdaptiveDiffusion(), opt, opt,
+    module = DiffusionGANModule(*toy_nets(*saved_shape(nets)), AdaptiveDiffusion(), opt, opt,
                                 ema_rate=0.999, eval_modes=modes, eval_std=metrics["data_std"], save_artifacts=False)
     module.generator.load_state_dict(nets["generator"])
     module.ema.shadow(0).load_state_dict(nets["ema_generator"])
