@@ -23,23 +23,29 @@ from beatgans.gan import MIN_COUNT  # the coverage threshold of loop.py's metric
 HERE = Path(__file__).resolve().parent
 
 
+def _empty(counts, modes, min_count: int) -> tuple[list[tuple[str, float]], list[tuple[float, float]]]:
+    """``empty_lines`` before formatting: ([("row y", y) or ("column x", x) of each empty line], stray)."""
+    counts, modes = torch.as_tensor(counts), torch.as_tensor(modes, dtype=torch.float64)
+    covered = counts >= min_count
+    lines, on_line = [], torch.zeros_like(covered)
+    for axis, label in ((1, "row y"), (0, "column x")):
+        for v in torch.unique(modes[:, axis]).tolist():
+            line = torch.isclose(modes[:, axis], torch.tensor(v, dtype=torch.float64))
+            if not covered[line].any():
+                lines.append((label, v))
+                on_line |= line
+    stray = [(round(float(x), 2), round(float(y), 2)) for x, y in modes[~covered & ~on_line]]
+    return lines, stray
+
+
 def empty_lines(counts, modes, min_count: int = MIN_COUNT) -> tuple[list[str], list[tuple[float, float]]]:
     """Grid lines with no covered mode, and the uncovered modes off those lines.
 
     counts: (M,) samples per mode; modes: (M, 2) centres on a square grid. Returns
     (["row y = -0.71", "column x = +0.00", ...], [(x, y) of each uncovered mode on no empty line]).
     """
-    counts, modes = torch.as_tensor(counts), torch.as_tensor(modes, dtype=torch.float64)
-    covered = counts >= min_count
-    names, on_line = [], torch.zeros_like(covered)
-    for axis, kind, coord in ((1, "row", "y"), (0, "column", "x")):
-        for v in torch.unique(modes[:, axis]).tolist():
-            line = torch.isclose(modes[:, axis], torch.tensor(v, dtype=torch.float64))
-            if not covered[line].any():
-                names.append(f"{kind} {coord} = {v:+.2f}")
-                on_line |= line
-    stray = [(round(float(x), 2), round(float(y), 2)) for x, y in modes[~covered & ~on_line]]
-    return names, stray
+    lines, stray = _empty(counts, modes, min_count)
+    return [f"{label} = {v:+.2f}" for label, v in lines], stray
 
 
 def _runs(dest: Path) -> list[tuple[str, str, dict]]:
@@ -76,12 +82,12 @@ def by_distance(dest: Path, min_count: int = MIN_COUNT) -> str:
     tally: dict[tuple[str, str], list] = {}
     for arm, _, res in _runs(dest):
         for name in ("G", "EMA G"):
-            lines, _ = empty_lines(res[name], res["modes"], min_count)
+            lines, _ = _empty(res[name], res["modes"], min_count)
             t = tally.setdefault((arm, name), [0, 0, {}])
             t[0] += 1
             t[1] += bool(lines)
-            for line in lines:
-                d = f"{abs(float(line.split('=')[1])):.2f}"
+            for _, v in lines:
+                d = f"{abs(v):.2f}"
                 t[2][d] = t[2].get(d, 0) + 1
     head = "| arm | generator | runs | runs with an empty line | empty lines by distance from the centre |\n|" + "---|" * 5
     rows = [f"| {arm} | {name} | {n} | {stuck} | " + (", ".join(f"{d}: {k}" for d, k in sorted(c.items())) or "-") + " |"
