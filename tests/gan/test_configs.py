@@ -502,3 +502,55 @@ def test_sigma02_preset_is_the_loop_arm():
         ours.accumulate(torch.full((100,), -5.0))  # D calls every real fake: an adaptive p would fall
         ours.step(100)
     assert ours.T == 500 and ours.p == 1.0
+
+
+def test_toy_summary_groups_runs_by_setting_and_history(tmp_path):
+    """summary.py keeps the runs of one protocol, follows --init-from back so 400k+400k is its own
+    setting, counts an identical rerun once and refuses a rerun that disagrees, and tabulates the
+    per-seed EMA G modes, the means and how many seeds cover every mode."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    from summary import CT_PROTOCOL, group, label, load_runs, parse_name, table
+
+    arm = "diffusion_gan_uniformT500_noclean_sigma0.2"
+    assert parse_name(f"ct400k_{arm}_seed3") == (arm, 3)  # the longest arm, not diffusion_gan_uniformT500_noclean
+    assert parse_name("gan_seed0") == ("gan", 0)
+    assert parse_name("ct_notanarm_seed0") is None
+
+    def put(name, iterations, ema, raw, hq=0.8, init=None, **over):
+        d = tmp_path / name
+        d.mkdir()
+        m = {**CT_PROTOCOL, "iterations": iterations, "grid": 5, "hidden": 128, "modes_covered": raw,
+             "ema_modes_covered": ema, "hq_share": hq - 0.1, "ema_hq_share": hq, **over}
+        if init:
+            m["init_from"] = f"/elsewhere/runs/{init}"  # only the directory name counts
+        (d / "metrics.json").write_text(json.dumps(m))
+
+    put(f"t400_{arm}_seed0", 400_000, 20, 18, hq=0.7)
+    put(f"t400_{arm}_seed1", 400_000, 25, 22, hq=0.9)
+    put(f"rerun_{arm}_seed1", 400_000, 25, 22, hq=0.9)  # identical rerun: counted once
+    put(f"t800_{arm}_seed0", 400_000, 25, 24, init=f"t400_{arm}_seed0")
+    put(f"slow_{arm}_seed0", 400_000, 14, 14, lr_d=5e-5)
+    put("t400_gan_seed0", 400_000, 4, 4)
+    put("other_gan_seed0", 400_000, 9, 9, batch=512)  # another protocol: left out
+    (tmp_path / f"live_{arm}_seed2").mkdir()  # unfinished: no final coverage yet
+    (tmp_path / f"live_{arm}_seed2" / "metrics.json").write_text(json.dumps({**CT_PROTOCOL, "iterations": 1}))
+
+    runs = load_runs(tmp_path)
+    assert f"live_{arm}_seed2" not in runs
+    assert [r.name for r in runs[f"t800_{arm}_seed0"].history] == [f"t400_{arm}_seed0", f"t800_{arm}_seed0"]
+    groups = group(runs, CT_PROTOCOL, grid=5)
+    assert [label(k) for k in groups] == [
+        "plain GAN, 400k", f"{arm}, D lr x0.25, 400k", f"{arm}, 400k", f"{arm}, 400k+400k"]
+    rows = table(groups).splitlines()[2:]
+    assert rows[2] == f"| {arm}, 400k | 0, 1 | 20, 25 | 22.5/25 | 20.0/25 | 1 of 2 | 0.800 | rerun, t400 |"
+    assert rows[3] == f"| {arm}, 400k+400k | 0 | 25 | 25.0/25 | 24.0/25 | 1 of 1 | 0.800 | t800 |"
+
+    put(f"bad_{arm}_seed1", 400_000, 24, 22, hq=0.9)  # same setting and seed, another result
+    with pytest.raises(ValueError, match="different results"):
+        group(load_runs(tmp_path), CT_PROTOCOL, grid=5)
+    put(f"orphan_{arm}_seed4", 400_000, 20, 20, init="missing_run")
+    with pytest.raises(ValueError, match="missing_run"):
+        load_runs(tmp_path)
