@@ -1,6 +1,6 @@
 """Where does D pull the generator's samples? Forces on the fakes of a finished toy run, per noise step.
 
-For a run written by ``loop.py`` (``runs/<tag>_<arm>_seed<s>/`` with ``nets.pt``), draws the raw
+For a run written by ``beatgans-train experiment=toy/...`` (its ``checkpoints/last.ckpt``), draws the raw
 generator's samples, keeps the off-mode ones (farther than 3 std from every centre: the mass the
 generator would have to move to cover more modes) and measures ``beatgans.gan.generator_forces``
 on them, the pull ``-d/dx softplus(-D(q(x, t), t))`` of the non-saturating generator loss:
@@ -10,14 +10,13 @@ on them, the pull ``-d/dx softplus(-D(q(x, t), t))`` of the non-saturating gener
   the arm's clean slots and t distribution), i.e. the expected pull during training.
 
 Each force is split into its radial part toward the grid's centre (positive = inward, towards the
-inner modes) and the rest. Writes ``results/<tag>/forces_<arm>_seed<s>.json`` and a quiver plot.
+inner modes) and the rest. Writes ``<run>/analysis/forces_<arm>_seed<s>.json`` and a quiver plot.
 
 ``gap_pull`` asks the narrower question of a run that misses whole rows or columns: how hard the
 training mixture pulls toward the missing modes the few samples in their cells and the mass on the
-covered neighbouring modes (``results/<tag>/gap_<arm>_seed<s>.json``).
+covered neighbouring modes (``<run>/analysis/gap_<arm>_seed<s>.json``).
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python experiments/diffusion_gan_toy/forces.py \\
-        --tag ct --arm diffusion_gan_fixedT1000 --seed 1
+    python experiments/diffusion_gan_toy/forces.py <run dir> [--out DIR]
 """
 
 from __future__ import annotations
@@ -27,9 +26,8 @@ from pathlib import Path
 
 import torch
 
-from beatgans.data.toy2d import gaussian_grid_modes
 from beatgans.gan import AdaptiveDiffusion, generator_forces, mode_counts
-from loop import saved_shape, toy_nets  # this folder is on sys.path when run as a script (and in the tests)
+from checkpoint import analysis_cli, load_module, run_name  # this folder is on sys.path as a script and in the tests
 
 HERE = Path(__file__).resolve().parent
 STEPS = (0, 10, 50, 100, 200, 300, 500, 700, 1000)
@@ -49,26 +47,25 @@ def summarize(points: torch.Tensor, forces: torch.Tensor) -> dict[str, float]:
             "inward_share_positive": float((inward > 0).float().mean()), "other": float(rest.mean())}
 
 
-def _restore(run: Path, arm: dict, samples: int) -> tuple:
+def _restore(run: Path, samples: int) -> tuple:
     """A finished run's raw generator samples and discriminator, with its training mixture rebuilt.
 
-    Loads ``run``'s nets.pt and metrics.json, builds the arm's diffusion (its entry in run.py's ARMS)
-    at the run's final T, and draws ``samples`` fakes from latents seeded 0. Returns ``(fakes
-    (samples, 2), D, diffusion, metrics, modes (25, 2), rng)``; ``rng`` continues after the latents."""
-    metrics = json.loads((run / "metrics.json").read_text())
-    nets = torch.load(run / "nets.pt", weights_only=True)
-    G, D = toy_nets(*saved_shape(nets))
-    G.load_state_dict(nets["generator"])
-    D.load_state_dict(nets["discriminator"])
-    T = int(metrics["T"])
-    noising = {k: arm[k] for k in ("sigma", "noise_enabled", "num_clean", "t_dist") if k in arm}
-    if T < 2:
-        noising["t_dist"] = "uniform"  # priority weights t - 1 vanish at T = 1
+    Loads ``run``'s last checkpoint; its controller's noising settings (sigma, clean slots, t
+    distribution) rebuild the diffusion at the run's final T, and ``samples`` fakes are drawn from
+    latents seeded 0. Returns ``(fakes (samples, 2), D, diffusion, info, modes (M, 2), rng)`` with
+    ``info = {"T", "data_std", "spacing"}``; ``rng`` continues after the latents."""
+    module = load_module(run)
+    trained = module.diffusion
+    T = int(trained.T)
+    noising = {"sigma": trained.sigma, "noise_enabled": trained.noise_enabled, "num_clean": trained.num_clean,
+               "t_dist": trained.t_dist if T >= 2 else "uniform"}  # priority weights t - 1 vanish at T = 1
     diffusion = AdaptiveDiffusion(t_min=T, t_max=T, seed=0, **noising)
+    modes = module.eval_modes
+    info = {"T": T, "data_std": float(module.hparams.eval_std), "spacing": float(torch.pdist(modes).min())}
     rng = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        fakes = G(torch.randn(samples, nets["z_dim"], generator=rng))
-    return fakes, D, diffusion, metrics, gaussian_grid_modes(metrics["spacing"]), rng
+        fakes = module.generator(torch.randn(samples, module.generator.z_dim, generator=rng))
+    return fakes, module.discriminator, diffusion, info, modes, rng
 
 
 def mixture_pull(points: torch.Tensor, discriminator, diffusion: AdaptiveDiffusion, draws: int,
@@ -81,11 +78,10 @@ def mixture_pull(points: torch.Tensor, discriminator, diffusion: AdaptiveDiffusi
     return mix / draws
 
 
-def analyse(run: Path, arm: dict, samples: int = 2500, draws: int = 16, mixture_draws: int = 64) -> dict:
-    """Forces on the off-mode fakes of ``run``, trained with ``arm`` (its entry in run.py's ARMS): the
-    arm's noising settings rebuild its diffusion at the run's final T, so the training mixture is the
-    one it trained with."""
-    fakes, D, diffusion, metrics, modes, rng = _restore(run, arm, samples)
+def analyse(run: Path, samples: int = 2500, draws: int = 16, mixture_draws: int = 64) -> dict:
+    """Forces on the off-mode fakes of ``run``: the run's own noising settings rebuild its diffusion at
+    its final T, so the training mixture is the one it trained with."""
+    fakes, D, diffusion, metrics, modes, rng = _restore(run, samples)
     T, noisy = int(metrics["T"]), diffusion.noise_enabled
     off = torch.cdist(fakes, modes).min(1).values > 3 * metrics["data_std"]
     pts = fakes[off]
@@ -176,28 +172,24 @@ def gap_pull(points: torch.Tensor, discriminator, diffusion: AdaptiveDiffusion, 
     return out
 
 
-def gap(run: Path, arm: dict, samples: int = 20_000) -> dict:
+def gap(run: Path, samples: int = 20_000) -> dict:
     """``gap_pull`` on ``samples`` draws of ``run``'s raw generator, with the arm's training mixture at
     its final T (as in ``analyse``)."""
-    fakes, D, diffusion, metrics, modes, rng = _restore(run, arm, samples)
+    fakes, D, diffusion, metrics, modes, rng = _restore(run, samples)
     return {"run": run.name, "samples": samples,
             **gap_pull(fakes, D, diffusion, modes, metrics["data_std"], metrics["spacing"], generator=rng)}
 
 
 def main() -> None:
-    import sys
-
-    sys.path.insert(0, str(HERE))
-    from run import ARMS, analysis_cli
-
-    args, run, dest = analysis_cli(__doc__)
-    res = analyse(run, ARMS[args.arm])
-    plot(dest / f"forces_{args.arm}_seed{args.seed}.png", res)
+    run, dest = analysis_cli(__doc__)
+    name = run_name(run)
+    res = analyse(run)
+    plot(dest / f"forces_{name}.png", res)
     res = {k: v for k, v in res.items() if not k.startswith("_")}
-    (dest / f"forces_{args.arm}_seed{args.seed}.json").write_text(json.dumps(res, indent=1))
+    (dest / f"forces_{name}.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
-    g = gap(run, ARMS[args.arm])
-    (dest / f"gap_{args.arm}_seed{args.seed}.json").write_text(json.dumps(g, indent=1))
+    g = gap(run)
+    (dest / f"gap_{name}.json").write_text(json.dumps(g, indent=1))
     print(json.dumps(g, indent=1))
 
 

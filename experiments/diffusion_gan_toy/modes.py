@@ -1,45 +1,33 @@
 """Which modes does a finished toy run cover? High-quality samples per mode, drawn as the 5x5 grid.
 
-For a run written by ``loop.py`` (``runs/<tag>_<arm>_seed<s>/`` with ``nets.pt``), rebuilds the
-raw and EMA generators in a ``DiffusionGANModule``, draws the same samples (100 per mode) as the run's
-metrics (``loop.eval_samples``) and counts, per mode, the samples within 3 std of it
+For a run written by ``beatgans-train experiment=toy/...`` (its ``checkpoints/last.ckpt``), rebuilds the
+``DiffusionGANModule``, draws the same samples (100 per mode) as the run's metrics
+(``checkpoint.eval_samples``) and counts, per mode, the samples within 3 std of it
 (``beatgans.gan.mode_counts``; a mode is covered at >= 20). Writes
-``results/<tag>/modes_<arm>_seed<s>.{json,png}``: a heatmap per generator, covered modes outlined.
+``<run>/analysis/modes_<arm>_seed<s>.{json,png}`` (lines.py reads the JSON): a heatmap per generator, covered modes outlined.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python experiments/diffusion_gan_toy/modes.py \\
-        --tag ct400k --arm diffusion_gan_uniformT500_noclean --seed 0
+    python experiments/diffusion_gan_toy/modes.py <run dir> [--out DIR]
 """
 
 from __future__ import annotations
 
 import json
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from beatgans.data.toy2d import gaussian_grid_modes
-from beatgans.gan import MIN_COUNT, AdaptiveDiffusion, mode_counts
-from beatgans.lit.diffusion_gan import DiffusionGANModule
-from loop import eval_samples, saved_shape, toy_nets  # this folder is on sys.path when run as a script (and in the tests)
-
-HERE = Path(__file__).resolve().parent
+from beatgans.gan import MIN_COUNT, mode_counts
+from checkpoint import analysis_cli, eval_samples, load_module, run_name  # this folder is on sys.path as a script and in the tests
 
 
 def per_mode(run: Path) -> dict:
     """``{"G": (M,) counts, "EMA G": (M,) counts, "spacing", "modes" (M, 2)}`` for ``run`` (M = grid**2)."""
-    metrics = json.loads((run / "metrics.json").read_text())
-    nets = torch.load(run / "nets.pt", weights_only=True)
-    opt = partial(torch.optim.Adam, lr=0.0)
-    modes = gaussian_grid_modes(metrics["spacing"], metrics.get("grid", 5))  # runs before the grid option: 5
-    module = DiffusionGANModule(*toy_nets(*saved_shape(nets)), AdaptiveDiffusion(), opt, opt,
-                                ema_rate=0.999, eval_modes=modes, eval_std=metrics["data_std"], save_artifacts=False)
-    module.generator.load_state_dict(nets["generator"])
-    module.ema.shadow(0).load_state_dict(nets["ema_generator"])
-    out = {"run": run.name, "spacing": metrics["spacing"], "modes": modes}
-    with torch.no_grad():
-        for name, pts in eval_samples(module).items():
-            out[name] = mode_counts(pts, modes, metrics["data_std"])
+    module = load_module(run)
+    modes = module.eval_modes
+    spacing = float(torch.pdist(modes).min())
+    out = {"run": Path(run).name, "spacing": spacing, "modes": modes}
+    for name, pts in eval_samples(module).items():
+        out[name] = mode_counts(pts, modes, module.hparams.eval_std)
     return out
 
 
@@ -75,14 +63,13 @@ def plot(path: Path, res: dict) -> None:
 
 
 def main() -> None:
-    from run import analysis_cli
-
-    args, run, dest = analysis_cli(__doc__)
+    run, dest = analysis_cli(__doc__)
     res = per_mode(run)
-    plot(dest / f"modes_{args.arm}_seed{args.seed}.png", res)
+    name = run_name(run)
+    plot(dest / f"modes_{name}.png", res)
     js = {"run": res["run"], **{k: res[k].tolist() for k in ("G", "EMA G")},
           "modes": res["modes"].tolist()}
-    (dest / f"modes_{args.arm}_seed{args.seed}.json").write_text(json.dumps(js))
+    (dest / f"modes_{name}.json").write_text(json.dumps(js))
     print(json.dumps({k: js[k] for k in ("run", "G", "EMA G")}))
 
 
