@@ -7,7 +7,7 @@ STAMP := $(VENV)/.beatgans-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 WANDB_MODE=offline $(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# ruff as configured in pyproject.toml ([tool.ruff]): pyflakes, pycodestyle, import order, bugbear.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests experiments benchmarks
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache

@@ -16,7 +16,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.special import erf
 
 from beatgans.gan import AdaptiveDiffusion

@@ -25,9 +25,9 @@ import json
 from pathlib import Path
 
 import torch
+from checkpoint import analysis_cli, load_module, run_name  # this folder is on sys.path as a script and in the tests
 
 from beatgans.gan import AdaptiveDiffusion, generator_forces, mode_counts
-from checkpoint import analysis_cli, load_module, run_name  # this folder is on sys.path as a script and in the tests
 
 HERE = Path(__file__).resolve().parent
 STEPS = (0, 10, 50, 100, 200, 300, 500, 700, 1000)

@@ -4,7 +4,8 @@ For a run written by ``beatgans-train experiment=toy/...`` (its ``checkpoints/la
 ``DiffusionGANModule``, draws the same samples (100 per mode) as the run's metrics
 (``checkpoint.eval_samples``) and counts, per mode, the samples within 3 std of it
 (``beatgans.gan.mode_counts``; a mode is covered at >= 20). Writes
-``<run>/analysis/modes_<arm>_seed<s>.{json,png}`` (lines.py reads the JSON): a heatmap per generator, covered modes outlined.
+``<run>/analysis/modes_<arm>_seed<s>.{json,png}`` (lines.py reads the JSON): a heatmap per generator,
+covered modes outlined.
 
     python experiments/diffusion_gan_toy/modes.py <run dir> [--out DIR]
 """
@@ -15,9 +16,14 @@ import json
 from pathlib import Path
 
 import torch
+from checkpoint import (  # this folder is on sys.path as a script and in the tests
+    analysis_cli,
+    eval_samples,
+    load_module,
+    run_name,
+)
 
 from beatgans.gan import MIN_COUNT, mode_counts
-from checkpoint import analysis_cli, eval_samples, load_module, run_name  # this folder is on sys.path as a script and in the tests
 
 
 def per_mode(run: Path) -> dict:

@@ -198,7 +198,9 @@ def to_csv(table: Table) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     header = [k.label for k in table.row_keys] + ["n"]
     for m in table.metrics:
-        header += [f"{m.key}_mean", f"{m.key}_std", f"{m.key}_n"] + ([f"{m.key}_paper"] if table.has_paper(m.key) else [])
+        header += [f"{m.key}_mean", f"{m.key}_std", f"{m.key}_n"]
+        if table.has_paper(m.key):
+            header.append(f"{m.key}_paper")
     writer.writerow(header)
     for r in table.rows:
         line: list[Any] = list(r.display) + [len(r.jobs)]
