@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from beatgans.lit.ema import ema_state_dict_from_checkpoint
+from beatgans.utils.errors import UserError
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A run directory or checkpoint that cannot be used; the message names the path and the problem."""
 
 
@@ -46,7 +48,7 @@ def read_state_dict(ckpt_path: str | Path, use_ema: bool = True, ema_index: int 
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
         raise RunError(f"Checkpoint {ckpt_path} does not exist.")
-    blob = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    blob = load_checkpoint_file(ckpt_path)
     if isinstance(blob, dict) and "state_dict" in blob:
         sd = blob["state_dict"]
         if use_ema and any(k.startswith("ema.shadows.") for k in sd):
@@ -58,6 +60,16 @@ def read_state_dict(ckpt_path: str | Path, use_ema: bool = True, ema_index: int 
     if isinstance(blob, dict):
         return blob
     raise RunError(f"Checkpoint {ckpt_path} is neither a Lightning checkpoint nor a state dict.")
+
+
+def load_checkpoint_file(ckpt_path: str | os.PathLike) -> object:
+    """`torch.load` of a checkpoint we trust; a truncated or foreign file is a `RunError` naming it."""
+    try:
+        return torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - zip, pickle and EOF errors all mean "not a readable checkpoint"
+        reason = " ".join(str(err).split())[:120] or type(err).__name__
+        raise RunError(f"Checkpoint {ckpt_path} could not be read ({type(err).__name__}: {reason}); it is "
+                       "truncated or not a PyTorch checkpoint, so pass another file (or rerun training).") from None
 
 
 def load_weights(net: nn.Module, state_dict: dict, source: Path) -> None:

@@ -1,0 +1,64 @@
+"""One sentence and a non-zero exit for bad input, at every entry point.
+
+    @hydra.main(...)
+    @exit_on_user_error
+    def main(cfg): ...
+
+A `UserError` (or one wrapped by `hydra.utils.instantiate`, which re-raises constructor errors as
+`InstantiationException`) is logged as a single line and the process exits with `EXIT_USER_ERROR`.
+Any other exception is a bug and propagates with its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Callable, TypeVar
+
+from beatgans.utils.errors import UserError
+
+EXIT_USER_ERROR = 2
+F = TypeVar("F", bound=Callable)
+log = logging.getLogger("beatgans")
+
+
+def find_user_error(exc: BaseException | None) -> UserError | None:
+    """The `UserError` behind `exc`: itself, or the first one along its __cause__ / __context__ chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def fail(message: str) -> None:
+    """Report `message` as one line on stderr (and in the job log) and exit with `EXIT_USER_ERROR`."""
+    log.error(message)
+    if not _logged_to_stderr():
+        print(f"Error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USER_ERROR)
+
+
+def _logged_to_stderr() -> bool:
+    # Hydra's job logging sends records to a stderr/stdout stream handler; without one, print the line.
+    root = logging.getLogger()
+    return any(type(h) is logging.StreamHandler and h.level <= logging.ERROR for h in root.handlers)
+
+
+def exit_on_user_error(fn: F) -> F:
+    """Decorate an entry point: a `UserError` becomes one line and exit code 2, other errors propagate."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - only user errors are turned into a message
+            err = find_user_error(exc)
+            if err is None:
+                raise
+            fail(" ".join(str(err).split()) or type(err).__name__)
+
+    return wrapper  # type: ignore[return-value]
