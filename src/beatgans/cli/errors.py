@@ -35,17 +35,14 @@ def find_user_error(exc: BaseException | None) -> UserError | None:
 
 
 def fail(message: str) -> None:
-    """Report `message` as one line on stderr (and in the job log) and exit with `EXIT_USER_ERROR`."""
-    log.error(message)
-    if not _logged_to_stderr():
-        print(f"Error: {message}", file=sys.stderr)
+    """Print `message` as one line on stderr, record it in the job's log file, exit with `EXIT_USER_ERROR`."""
+    print(f"Error: {message}", file=sys.stderr, flush=True)
+    # File handlers only: Hydra's console handler writes to stdout, which would repeat the line on a terminal.
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers + log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
     raise SystemExit(EXIT_USER_ERROR)
-
-
-def _logged_to_stderr() -> bool:
-    # Hydra's job logging sends records to a stderr/stdout stream handler; without one, print the line.
-    root = logging.getLogger()
-    return any(type(h) is logging.StreamHandler and h.level <= logging.ERROR for h in root.handlers)
 
 
 def exit_on_user_error(fn: F) -> F:

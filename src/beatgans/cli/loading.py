@@ -163,3 +163,33 @@ def check_classifier_matches(model_diffusion, model_net, clf_config: DictConfig 
     k_c, k_m = getattr(clf_net, "num_classes", None), getattr(model_net, "num_classes", None)
     if k_c is not None and k_m is not None and k_c != k_m:
         raise RunError(f"The classifier has {k_c} classes but the class-conditional diffusion model {k_m}.")
+
+
+def adopt_data_classes(cfg: DictConfig, datamodule, run_dir: str | os.PathLike) -> None:
+    """Make the config describe the classes the data really has, before the task is built.
+
+    An image tree labelled by sub-folder infers its classes: `data.num_classes` (which the task and net
+    configs interpolate) is set to the inferred count and the class-name -> label mapping is written to
+    `<run>/class_index.json`. A net configured with a different number of classes is refused.
+    """
+    from omegaconf import open_dict
+
+    from beatgans.data.image_folder import write_class_index
+
+    classes = list(getattr(datamodule, "classes", None) or [])
+    k = getattr(datamodule, "num_classes", None)
+    if not classes or not k:
+        return
+    inferred = cfg.data.get("num_classes") is None
+    if inferred:
+        with open_dict(cfg):
+            cfg.data.num_classes = k
+    k_net = OmegaConf.select(cfg, "task.net.num_classes", default=None)
+    if k_net is not None and int(k_net) != k:
+        raise RunError(f"The data has {k} classes (sub-folders of {cfg.data.get('root')}) but net.num_classes="
+                       f"{k_net}; set net.num_classes={k} or leave it to follow data.num_classes.")
+    write_class_index(Path(run_dir) / "class_index.json", classes)
+    if inferred:  # the saved config must record the class count the run uses
+        from beatgans.cli.common import save_resolved_config
+
+        save_resolved_config(cfg, run_dir)
