@@ -14,7 +14,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from beatgans.utils.errors import UserError
 
@@ -52,7 +53,7 @@ def exit_on_user_error(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - only user errors are turned into a message
+        except Exception as exc:
             err = find_user_error(exc)
             if err is None:
                 raise

@@ -23,9 +23,19 @@ from omegaconf import DictConfig
 
 from beatgans.cli.common import CONFIG_DIR
 from beatgans.cli.errors import exit_on_user_error
-from beatgans.metrics import ReferenceStats, compute_reference_stats, evaluate_samples, load_samples, shard_bounds
+from beatgans.metrics import (
+    ReferenceStats,
+    compute_reference_stats,
+    evaluate_samples,
+    load_samples,
+    shard_bounds,
+)
 from beatgans.metrics.digits import cache_dir
-from beatgans.metrics.evaluate import find_sample_sets, normalise_metric_names, resolve_extractor
+from beatgans.metrics.evaluate import (
+    find_sample_sets,
+    normalise_metric_names,
+    resolve_extractor,
+)
 from beatgans.metrics.extractors import quantize_uint8
 from beatgans.utils.errors import UserError
 from beatgans.utils.io import update_json

@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig
+
 from beatgans.cli.common import CONFIG_DIR
 from beatgans.cli.errors import exit_on_user_error
 from beatgans.cli.loading import load_model

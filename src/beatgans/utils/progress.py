@@ -26,7 +26,7 @@ class Progress:
         self._bar = None
         self._start = self._last = time.monotonic()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if self.enabled and self.tty:
             from tqdm.auto import tqdm
 
