@@ -1,12 +1,14 @@
 """beatgans-eval: FID / sFID / IS / precision-recall / KID of generated samples.
 
-    beatgans-eval samples=<npz | image folder | run dir> metrics=fid_is_pr data=cifar10
+    beatgans-eval samples=<npz | image folder | run dir | sweep dir> metrics=fid_is_pr data=cifar10
     beatgans-eval samples=<npz> metrics=full metrics.reference=VIRTUAL_imagenet64_labeled.npz
     torchrun --nproc_per_node 8 -m beatgans.cli.evaluate samples=... data=...   # disjoint shards
 
 Reference statistics come from `metrics.reference` (ours or ADM's `.npz`), else from `data=` (computed
 once on rank 0 and cached, keyed by dataset, split, resolution, count, extractor and its weights),
-else, for the digits extractor, from the bundled digits. metrics.json lands next to the samples.
+else, for the digits extractor, from the bundled digits. metrics.json lands next to the samples; a sweep
+directory (`beatgans-sample -m ...`) is evaluated job by job, each job's metrics.json beside its samples.
+Only ADM `.npz` files are read from run and sweep directories, never their PNG grids.
 """
 
 from __future__ import annotations
@@ -20,10 +22,22 @@ import torch
 from omegaconf import DictConfig
 
 from beatgans.cli.common import CONFIG_DIR
-from beatgans.metrics import ReferenceStats, compute_reference_stats, evaluate_samples, load_samples, shard_bounds
+from beatgans.cli.errors import exit_on_user_error
+from beatgans.metrics import (
+    ReferenceStats,
+    compute_reference_stats,
+    evaluate_samples,
+    load_samples,
+    shard_bounds,
+)
 from beatgans.metrics.digits import cache_dir
-from beatgans.metrics.evaluate import normalise_metric_names, resolve_extractor
+from beatgans.metrics.evaluate import (
+    find_sample_sets,
+    normalise_metric_names,
+    resolve_extractor,
+)
 from beatgans.metrics.extractors import quantize_uint8
+from beatgans.utils.errors import UserError
 from beatgans.utils.io import update_json
 from beatgans.utils.logging import get_logger
 
@@ -69,7 +83,7 @@ def reference_for(cfg: DictConfig, extractor, resolution: int, rank: int, world:
     if not path.is_file() and rank == 0:
         images, split = dataset_images(cfg, limit)
         if images.shape[1] != resolution:
-            raise ValueError(f"data={name} has {images.shape[1]}px images but the samples are {resolution}px; "
+            raise UserError(f"data={name} has {images.shape[1]}px images but the samples are {resolution}px; "
                              "set data.image_size to the samples' resolution.")
         log.info("Computing reference statistics of %d %s images -> %s", len(images), name, path)
         compute_reference_stats(images, extractor, {"dataset": name, "split": split},
@@ -80,26 +94,40 @@ def reference_for(cfg: DictConfig, extractor, resolution: int, rank: int, world:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Evaluate `cfg.samples`; every rank returns the metrics, rank 0 writes them to metrics.json."""
+    """Evaluate `cfg.samples`; every rank returns the metrics, rank 0 writes them to metrics.json.
+
+    A sweep directory is evaluated job by job (each job's metrics.json beside its samples); the return
+    value is then {job directory: metrics}.
+    """
     world = int(os.environ.get("WORLD_SIZE", 1))
     cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
+    names = normalise_metric_names(cfg.metrics.get("names") or [])
+    if not names:
+        raise UserError("No metrics requested: choose metrics=fid, fid_is_pr or full.")
+    sets = find_sample_sets(cfg.samples)
     if world > 1 and not torch.distributed.is_initialized():
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
     rank = torch.distributed.get_rank() if world > 1 else 0
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
+    if len(sets) == 1:
+        return _evaluate_set(cfg, *sets[0], names, rank, world, device)
+    log.info("Sweep %s: evaluating %d jobs", cfg.samples, len(sets))
+    return {str(out_dir): _evaluate_set(cfg, source, out_dir, names, rank, world, device) for source, out_dir in sets}
 
-    images, _, out_dir = load_samples(cfg.samples)
-    names = normalise_metric_names(cfg.metrics.get("names") or [])
-    if not names:
-        raise ValueError("No metrics requested: choose metrics=fid, fid_is_pr or full.")
+
+def _evaluate_set(cfg: DictConfig, source: Path, out_dir: Path, names: list[str], rank: int, world: int,
+                  device: torch.device) -> dict:
+    """Metrics of one sample set (`source`: an .npz or an image folder); rank 0 merges them into
+    `out_dir/metrics.json`."""
+    images, _, _ = load_samples(source)
     extractor = resolve_extractor(cfg.metrics.extractor, images, cfg.metrics.get("inception_weights"), device)
     reference = reference_for(cfg, extractor, int(images.shape[1]), rank, world)
     start, end = shard_bounds(len(images), rank, world)
     results = evaluate_samples(images[start:end], reference, names, extractor,
                                batch_size=int(cfg.metrics.batch_size), progress=cfg.progress and rank == 0)
-    results.update(eval_extractor=extractor.name, eval_samples=str(cfg.samples),
+    results.update(eval_extractor=extractor.name, eval_samples=str(source),
                    eval_reference=str(cfg.metrics.get("reference") or (_dataset_name(cfg) if cfg.get("data")
                                                                       else "digits")))
     if rank == 0:
@@ -110,9 +138,10 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     results = evaluate(cfg)
-    return results.get("fid")
+    return results.get("fid") if isinstance(results.get("fid"), float) else None
 
 
 if __name__ == "__main__":

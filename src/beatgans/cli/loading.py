@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from beatgans.lit.ema import ema_state_dict_from_checkpoint
+from beatgans.utils.errors import UserError
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A run directory or checkpoint that cannot be used; the message names the path and the problem."""
 
 
@@ -46,7 +48,7 @@ def read_state_dict(ckpt_path: str | Path, use_ema: bool = True, ema_index: int 
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
         raise RunError(f"Checkpoint {ckpt_path} does not exist.")
-    blob = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    blob = load_checkpoint_file(ckpt_path)
     if isinstance(blob, dict) and "state_dict" in blob:
         sd = blob["state_dict"]
         if use_ema and any(k.startswith("ema.shadows.") for k in sd):
@@ -58,6 +60,16 @@ def read_state_dict(ckpt_path: str | Path, use_ema: bool = True, ema_index: int 
     if isinstance(blob, dict):
         return blob
     raise RunError(f"Checkpoint {ckpt_path} is neither a Lightning checkpoint nor a state dict.")
+
+
+def load_checkpoint_file(ckpt_path: str | os.PathLike) -> object:
+    """`torch.load` of a checkpoint we trust; a truncated or foreign file is a `RunError` naming it."""
+    try:
+        return torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - zip, pickle and EOF errors all mean "not a readable checkpoint"
+        reason = " ".join(str(err).split())[:120] or type(err).__name__
+        raise RunError(f"Checkpoint {ckpt_path} could not be read ({type(err).__name__}: {reason}); it is "
+                       "truncated or not a PyTorch checkpoint, so pass another file (or rerun training).") from None
 
 
 def load_weights(net: nn.Module, state_dict: dict, source: Path) -> None:
@@ -151,3 +163,33 @@ def check_classifier_matches(model_diffusion, model_net, clf_config: DictConfig 
     k_c, k_m = getattr(clf_net, "num_classes", None), getattr(model_net, "num_classes", None)
     if k_c is not None and k_m is not None and k_c != k_m:
         raise RunError(f"The classifier has {k_c} classes but the class-conditional diffusion model {k_m}.")
+
+
+def adopt_data_classes(cfg: DictConfig, datamodule, run_dir: str | os.PathLike) -> None:
+    """Make the config describe the classes the data really has, before the task is built.
+
+    An image tree labelled by sub-folder infers its classes: `data.num_classes` (which the task and net
+    configs interpolate) is set to the inferred count and the class-name -> label mapping is written to
+    `<run>/class_index.json`. A net configured with a different number of classes is refused.
+    """
+    from omegaconf import open_dict
+
+    from beatgans.data.image_folder import write_class_index
+
+    classes = list(getattr(datamodule, "classes", None) or [])
+    k = getattr(datamodule, "num_classes", None)
+    if not classes or not k:
+        return
+    inferred = cfg.data.get("num_classes") is None
+    if inferred:
+        with open_dict(cfg):
+            cfg.data.num_classes = k
+    k_net = OmegaConf.select(cfg, "task.net.num_classes", default=None)
+    if k_net is not None and int(k_net) != k:
+        raise RunError(f"The data has {k} classes (sub-folders of {cfg.data.get('root')}) but net.num_classes="
+                       f"{k_net}; set net.num_classes={k} or leave it to follow data.num_classes.")
+    write_class_index(Path(run_dir) / "class_index.json", classes)
+    if inferred:  # the saved config must record the class count the run uses
+        from beatgans.cli.common import save_resolved_config
+
+        save_resolved_config(cfg, run_dir)

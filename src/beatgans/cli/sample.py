@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -13,12 +14,61 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from beatgans.cli.common import CONFIG_DIR
+from beatgans.cli.errors import exit_on_user_error
 from beatgans.cli.loading import check_classifier_matches, load_classifier, load_model
+from beatgans.utils.errors import UserError
 from beatgans.utils.images import save_grid_png, to_uint8
-from beatgans.utils.io import save_samples_npz, update_json
+from beatgans.utils.io import save_samples_npz, write_json
 from beatgans.utils.logging import get_logger
+from beatgans.utils.progress import Progress
 
 log = get_logger(__name__)
+
+
+def check_request(cfg: DictConfig) -> None:
+    """Refuse, before anything is loaded, sample counts and guidance scales that cannot work (`UserError`)."""
+    for key in ("num_samples", "batch_size"):
+        value = cfg.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{key}={value} must be a positive integer; set {key}=<n >= 1>.")
+    for key in ("scale", "cfg_scale"):
+        value = cfg.guidance.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise UserError(f"guidance.{key}={value} must be a finite number (0 disables guidance).")
+    steps = cfg.sampler.get("steps")
+    if steps is not None and isinstance(steps, int) and steps < 1:
+        raise UserError(f"sampler.steps={steps} must be at least 1 (or null for all T steps).")
+
+
+def check_against_model(cfg: DictConfig, num_timesteps: int, num_classes: int | None, what: str) -> None:
+    """Refuse a step count above the model's T and target classes it does not have (`UserError`).
+
+    `num_classes` is the model's (or, for an unconditional model under classifier guidance, the
+    classifier's) number of classes; `what` names it in the message.
+    """
+    steps = cfg.sampler.get("steps")
+    if isinstance(steps, int) and steps > num_timesteps:
+        raise UserError(f"sampler.steps={steps} exceeds the model's T={num_timesteps} diffusion steps; set "
+                        f"sampler.steps <= {num_timesteps} (or null for all of them).")
+    if cfg.classes:
+        if not num_classes:
+            raise UserError(f"classes={list(cfg.classes)} needs a class-conditional model or classifier guidance, "
+                            "but this model is unconditional; drop classes or add guidance=classifier.")
+        bad = [c for c in cfg.classes if not isinstance(c, int) or not 0 <= c < num_classes]
+        if bad:
+            raise UserError(f"classes={list(cfg.classes)}: {bad} not in 0..{num_classes - 1} ({what} has "
+                            f"{num_classes} classes).")
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Refuse a directory that already holds samples or metrics: a second run would replace them."""
+    if not out_dir.exists():
+        return
+    taken = sorted(p.name for p in out_dir.iterdir() if p.name in ("metrics.json", "grid.png")
+                   or (p.name.startswith("samples_") and p.suffix == ".npz"))
+    if taken:
+        raise UserError(f"Output directory {out_dir} already holds {', '.join(taken)} from an earlier run; sample "
+                        "into a new directory (leave hydra.run.dir at its default).")
 
 
 def sample_labels(num_samples: int, num_classes: int | None, classes, seed: int) -> torch.Tensor | None:
@@ -65,19 +115,24 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
     """Samples for this process's indices (rank, rank + world, ...). Returns uint8 NHWC, labels, info."""
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
+    check_request(cfg)
     loaded = load_model(cfg.run, cfg.ckpt, cfg.get("net"), cfg.get("diffusion"), cfg.use_ema, cfg.ema_index)
-    net = loaded.net.to(device)
     wrapper, cond_fn, clf_classes = build_guidance(cfg, loaded, device)
+    check_against_model(cfg, loaded.diffusion.num_timesteps, loaded.num_classes or clf_classes,
+                        "the model" if loaded.num_classes else "the classifier")
+    net = loaded.net.to(device)
     # Target labels: the model's classes, else (unconditional + classifier guidance) the classifier's.
     labels_all = sample_labels(cfg.num_samples, loaded.num_classes or clf_classes, cfg.classes, cfg.seed)
     idx = np.arange(rank, cfg.num_samples, world)
     shape = (net.in_channels, net.image_size, net.image_size)
     images, start = [], time.time()
-    for lo in range(0, len(idx), cfg.batch_size):
-        chunk = idx[lo : lo + cfg.batch_size]
-        labels = labels_all[chunk] if labels_all is not None else None
-        x = _sample_indices(net, loaded, chunk, shape, cfg, labels, wrapper, cond_fn, device)
-        images.append(to_uint8(x).cpu().numpy())
+    with Progress(len(idx), "sampling", unit="img", enabled=cfg.get("progress", True) and rank == 0) as bar:
+        for lo in range(0, len(idx), cfg.batch_size):
+            chunk = idx[lo : lo + cfg.batch_size]
+            labels = labels_all[chunk] if labels_all is not None else None
+            x = _sample_indices(net, loaded, chunk, shape, cfg, labels, wrapper, cond_fn, device)
+            images.append(to_uint8(x).cpu().numpy())
+            bar.update(len(chunk))
     elapsed = time.time() - start
     arr = np.concatenate(images) if images else np.zeros((0, shape[1], shape[2], shape[0]), np.uint8)
     labs = labels_all[idx].numpy() if labels_all is not None else None
@@ -102,14 +157,19 @@ def write_outputs(out_dir: Path, images: np.ndarray, labels: np.ndarray | None, 
     """samples.npz (ADM format), grid.png and metrics.json (with target accuracy / metrics when asked)."""
     n = len(images)
     h, w, c = images.shape[1:]
-    npz = save_samples_npz(out_dir / f"samples_{n}x{h}x{w}x{c}.npz", images, labels)
-    metrics = dict(info, samples_npz=str(npz))
-    if cfg.grid and n:
-        m = min(n, cfg.grid_max)
-        metrics["grid_png"] = str(save_grid_png(out_dir / "grid.png", images[:m], nrow=int(np.ceil(np.sqrt(m))),
-                                                scale=max(1, 128 // h)))
-    metrics.update(judge_and_evaluate(images, labels, cfg))
-    update_json(out_dir / "metrics.json", metrics)
+    # overwrite=False: a file that appeared meanwhile (another process) is never replaced.
+    try:
+        npz = save_samples_npz(out_dir / f"samples_{n}x{h}x{w}x{c}.npz", images, labels, overwrite=False)
+        metrics = dict(info, samples_npz=str(npz))
+        if cfg.grid and n:
+            m = min(n, cfg.grid_max)
+            metrics["grid_png"] = str(save_grid_png(out_dir / "grid.png", images[:m], nrow=int(np.ceil(np.sqrt(m))),
+                                                    scale=max(1, 128 // h), overwrite=False))
+        metrics.update(judge_and_evaluate(images, labels, cfg))
+        write_json(out_dir / "metrics.json", metrics, overwrite=False)
+    except FileExistsError as err:
+        raise UserError(f"{getattr(err, 'filename2', None) or err.filename} appeared while sampling (another run is writing into {out_dir}); "
+                        "nothing was replaced, sample into a new directory.") from None
     return metrics
 
 
@@ -134,6 +194,8 @@ def judge_and_evaluate(images: np.ndarray, labels: np.ndarray | None, cfg: DictC
 def sample(cfg: DictConfig) -> dict:
     """Run sampling in this process (or as one torchrun rank) and write the outputs. Returns metrics (rank 0)."""
     out_dir = Path(cfg.paths.output_dir)
+    check_request(cfg)
+    check_output_dir(out_dir)
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:
         import torch.distributed as dist
@@ -174,6 +236,7 @@ def merge_shards(out_dir: Path, world: int, num_samples: int) -> tuple[np.ndarra
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
+@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     metrics = sample(cfg)
     return metrics.get("target_accuracy")

@@ -22,13 +22,16 @@ from beatgans.cli.common import (
     print_config_tree,
     save_resolved_config,
 )
+from beatgans.cli.errors import exit_on_user_error
+from beatgans.cli.loading import adopt_data_classes
+from beatgans.utils.errors import UserError
 from beatgans.utils.io import update_json
 from beatgans.utils.logging import get_logger, rank
 
 log = get_logger(__name__)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration that cannot work; the message says what to change."""
 
 
@@ -92,6 +95,7 @@ def train(cfg: DictConfig) -> dict:
         configure_wandb_mode(run_dir)
 
     datamodule = instantiate(cfg.data)
+    adopt_data_classes(cfg, datamodule, run_dir)  # image trees: inferred classes + <run>/class_index.json
     module = instantiate(cfg.task)
     check_task(cfg, datamodule, module)
     callbacks = instantiate_list(cfg.get("callbacks"))
@@ -136,6 +140,7 @@ def train(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, Te
 
 from beatgans.data.digits import NUM_CLASSES as DIGIT_CLASSES
 from beatgans.data.digits import load_digits
-from beatgans.data.image_folder import DataError, ImageFolderDataset
+from beatgans.data.image_folder import DataError, ImageFolderDataset, has_class_subfolders, list_images
 from beatgans.data.toy2d import make_toy2d
 
 
@@ -212,13 +212,18 @@ class ImageFolderDataModule(BaseDataModule):
         super().__init__(**kwargs)
         self.root, self.labels = root, labels
         self.image_size, self.channels = image_size, channels
-        # Validate eagerly so configuration errors surface before any training starts.
-        self._dataset = ImageFolderDataset(root, image_size, channels, labels if num_classes else None,
-                                           random_flip=False)
+        # Validate eagerly so configuration errors surface before any training starts. Classes are inferred
+        # from the sub-folders (or prefixes); a flat folder with labels=folder and no num_classes is unconditional.
+        files = list_images(root)
+        if labels == "folder" and num_classes is None and not has_class_subfolders(files, root):
+            labels = None
+        self._dataset = ImageFolderDataset(root, image_size, channels, labels, random_flip=False)
         if num_classes is not None and self._dataset.num_classes != num_classes:
-            raise DataError(f"Image folder {root} has {self._dataset.num_classes} classes but "
-                            f"data.num_classes={num_classes}.")
-        self.num_classes = num_classes
+            raise DataError(f"Image folder {root} has {self._dataset.num_classes or 'no'} classes "
+                            f"{self._dataset.classes[:5]} but data.num_classes={num_classes}; set "
+                            f"data.num_classes={self._dataset.num_classes or 'null'}.")
+        self.num_classes = self._dataset.num_classes
+        self.classes = list(self._dataset.classes)
 
     def build(self) -> Dataset:
         return self._dataset

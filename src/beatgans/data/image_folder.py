@@ -14,11 +14,39 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from beatgans.utils.errors import UserError
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data: the message names the path and the problem in one sentence."""
+
+
+def has_class_subfolders(files: list[Path], root: str | os.PathLike) -> bool:
+    """True when some image lies in a sub-folder of `root` (a class tree), False for a flat folder."""
+    return any(len(f.relative_to(root).parts) > 1 for f in files)
+
+
+def write_class_index(path: str | os.PathLike, classes: list[str]) -> Path:
+    """Save the class-name -> label mapping as JSON at `path` (a run's `class_index.json`).
+
+    An existing file with a different mapping is refused (`DataError`): the run's checkpoints were
+    trained with that mapping, so the data must have changed.
+    """
+    import json
+
+    from beatgans.utils.io import write_json
+
+    path = Path(path)
+    mapping = {name: i for i, name in enumerate(classes)}
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != mapping:
+            raise DataError(f"The data's classes {list(mapping)[:5]}... differ from those this run was trained with "
+                            f"({path}: {list(old)[:5]}...); point data.root at the original tree or use a new run.")
+        return path
+    return write_json(path, mapping)
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:

@@ -20,6 +20,7 @@ from beatgans.metrics.extractors import DigitsExtractor, FeatureExtractor, build
 from beatgans.metrics.feature_metrics import (FrechetDistance, InceptionScore, KernelDistance,
                                               PrecisionRecall)
 from beatgans.metrics.reference import ReferenceStats, compute_reference_stats, iter_batches_nchw
+from beatgans.utils.errors import UserError
 from beatgans.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -41,7 +42,7 @@ def normalise_metric_names(names: Sequence[str]) -> list[str]:
     for name in names:
         canon = _ALIASES.get(str(name).lower(), str(name).lower())
         if canon not in METRIC_NAMES:
-            raise ValueError(f"Unknown metric {name!r}; choose from fid, sfid, is, precision, recall, kid.")
+            raise UserError(f"Unknown metric {name!r}; choose from fid, sfid, is, precision, recall, kid.")
         if canon not in out:
             out.append(canon)
     return out
@@ -139,7 +140,7 @@ def resolve_reference(reference: ReferenceStats | str | os.PathLike | None,
     if reference is None:
         if isinstance(extractor, DigitsExtractor):
             return digits_reference(extractor)
-        raise ValueError("No reference statistics: pass metrics.reference=<.npz> (ours or ADM's VIRTUAL_*.npz), "
+        raise UserError("No reference statistics: pass metrics.reference=<.npz> (ours or ADM's VIRTUAL_*.npz), "
                          "or run beatgans-eval with data=<dataset>, which computes and caches them.")
     return ReferenceStats.load(reference, {"extractor": extractor.name, "weights_hash": extractor.weights_hash})
 
@@ -161,31 +162,92 @@ def digits_reference(extractor: DigitsExtractor) -> ReferenceStats:
     return stats
 
 
+def read_samples_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images and labels of an ADM samples file: `arr_0` uint8 (N, H, W, C) with C in {1, 3}, optional `arr_1`.
+
+    Anything else (not a zip, pickled objects, truncated, NCHW, wrong dtype) is a `UserError` naming the file.
+    """
+    path = Path(path)
+    try:
+        with np.load(path) as data:
+            if "arr_0" not in data.files:
+                raise UserError(f"Samples file {path} has no arr_0 array (it holds {data.files[:4]}); ADM's "
+                                "format is arr_0 = uint8 (N, H, W, C) images, arr_1 = labels.")
+            images = data["arr_0"]
+            labels = data["arr_1"] if "arr_1" in data.files else None
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - zip, pickle and EOF errors all mean "not a samples file"
+        raise UserError(f"Samples file {path} could not be read as an .npz ({type(err).__name__}); it is "
+                        "truncated or not a numpy archive.") from None
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise UserError(f"Samples file {path}: arr_0 must be uint8 (N, H, W, C) images, got {images.dtype} "
+                        f"{tuple(images.shape)}.")
+    if images.shape[3] not in (1, 3):
+        hint = (" it looks like NCHW: save arr_0.transpose(0, 2, 3, 1)" if images.shape[1] in (1, 3) else "")
+        raise UserError(f"Samples file {path}: arr_0 has shape {tuple(images.shape)} but must be NHWC with 1 or 3 "
+                        f"channels last;{hint or ' fix the layout'}.")
+    return images, labels
+
+
+def _sample_files(folder: Path) -> list[Path]:
+    """The samples `.npz` files of one run directory (beside it or under samples/), oldest first."""
+    files = list(folder.glob("*.npz")) + list(folder.glob("samples/**/*.npz"))
+    files = [p for p in files if not p.name.startswith(("reference", ".shard_", "."))]
+    return sorted(files, key=lambda p: p.stat().st_mtime)
+
+
+def _is_run_dir(folder: Path) -> bool:
+    return (folder / ".hydra").is_dir() or (folder / "multirun.yaml").is_file()
+
+
+def find_sample_sets(path: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """(samples file, directory for its metrics.json) for every sample set `path` designates.
+
+    An `.npz` file: itself. A run directory: its newest samples `.npz`. A multirun sweep directory
+    (`multirun.yaml`, or job sub-directories holding samples): one entry per job, in job order. An image
+    folder (no `.npz`, not a run directory): `[(folder, folder)]`. Only `.npz` files are read from run and
+    sweep directories (never their PNG grids); anything else is a `UserError` saying what is expected.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".npz":
+            raise UserError(f"Samples {path} is not an .npz file; pass an ADM .npz, a run or sweep directory, or "
+                            "an image folder.")
+        return [(path, path.parent)]
+    if not path.is_dir():
+        raise FileNotFoundError(f"Samples {path} is neither an .npz file nor a directory.")
+    own = _sample_files(path)
+    if own:
+        if len(own) > 1:
+            log.info("Run directory %s has %d sample files; evaluating the newest, %s.", path, len(own), own[-1])
+        return [(own[-1], path)]
+    jobs = sorted((d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                  key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+    sets = [(_sample_files(d)[-1], d) for d in jobs if _sample_files(d)]
+    if sets:
+        return sets
+    if _is_run_dir(path):
+        raise UserError(f"{path} is a run or sweep directory without samples .npz files; expected "
+                        "<run>/samples_*.npz or <sweep>/<job>/samples_*.npz (written by beatgans-sample).")
+    return [(path, path)]
+
+
 def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, Path]:
     """Generated images from an ADM `.npz`, an image folder or a run directory (its newest samples `.npz`).
 
     Returns (images uint8 (N, H, W, C), labels int64 (N,) or None, the directory for metrics.json).
+    A sweep directory holds several sample sets: use `find_sample_sets` (this raises `UserError` for it).
     """
-    path = Path(path)
-    if path.is_file() and path.suffix == ".npz":
-        with np.load(path) as data:
-            if "arr_0" not in data.files:
-                raise ValueError(f"Samples file {path} has no arr_0 array (ADM format: arr_0 images, arr_1 labels).")
-            images = data["arr_0"]
-            labels = data["arr_1"] if "arr_1" in data.files else None
-        if images.dtype != np.uint8 or images.ndim != 4:
-            raise ValueError(f"Samples file {path}: arr_0 must be uint8 (N, H, W, C), got {images.dtype} {images.shape}.")
-        return images, labels, path.parent
-    if path.is_dir():
-        npz = sorted(list(path.glob("samples/**/*.npz")) + list(path.glob("*.npz")), key=lambda p: p.stat().st_mtime)
-        npz = [p for p in npz if not p.name.startswith("reference")]
-        if npz:
-            if len(npz) > 1:
-                log.info("Run directory %s has %d sample files; evaluating the newest, %s.", path, len(npz), npz[-1])
-            images, labels, _ = load_samples(npz[-1])
-            return images, labels, path
-        return _load_image_folder(path), None, path
-    raise FileNotFoundError(f"Samples {path} is neither an .npz file nor a directory.")
+    sets = find_sample_sets(path)
+    if len(sets) > 1:
+        raise UserError(f"{path} is a sweep with {len(sets)} sample sets; evaluate them one by one "
+                        "(beatgans-eval does) or pass one job directory.")
+    source, out_dir = sets[0]
+    if source.is_file():
+        images, labels = read_samples_npz(source)
+        return images, labels, out_dir
+    return _load_image_folder(source), None, out_dir
 
 
 def _load_image_folder(path: Path) -> np.ndarray:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from beatgans.nets.layers import (
+    GROUPS,
     AttentionBlock,
     Downsample,
     EmbedSequential,
@@ -23,6 +24,7 @@ from beatgans.nets.layers import (
     Upsample,
     timestep_embedding,
 )
+from beatgans.utils.errors import UserError
 
 # ADM's channel multipliers per resolution (guided-diffusion's defaults); 32 follows DDPM/IDDPM CIFAR-10.
 ADM_CHANNEL_MULT = {
@@ -44,6 +46,33 @@ def default_channel_mult(image_size: int) -> tuple[float, ...]:
     return ADM_CHANNEL_MULT[image_size]
 
 
+def check_layout(image_size: int, model_channels: int, channel_mult: Sequence[float],
+                 attention_resolutions: Sequence[int]) -> None:
+    """Refuse, in one sentence (`UserError`), a layout that would fail deep inside torch or silently differ.
+
+    Level i works at ``image_size / 2**i`` pixels with ``int(channel_mult[i] * model_channels)`` channels;
+    every width must be a multiple of the GroupNorm groups (32), every attention resolution must be one
+    of the level resolutions (otherwise no block gets attention), and the image must halve evenly.
+    """
+    levels = len(channel_mult)
+    if image_size % 2 ** (levels - 1):
+        raise UserError(f"net.image_size={image_size} cannot be halved {levels - 1} times for "
+                        f"{levels} levels (channel_mult={list(channel_mult)}); use fewer levels or a size divisible "
+                        f"by {2 ** (levels - 1)}.")
+    resolutions = [image_size // 2**i for i in range(levels)]
+    widths = [int(m * model_channels) for m in channel_mult]
+    bad_widths = [w for w in widths if w <= 0 or w % GROUPS]
+    if bad_widths:
+        raise UserError(f"net.model_channels={model_channels} with channel_mult={list(channel_mult)} gives level "
+                        f"widths {widths}, but every width must be a positive multiple of {GROUPS} (the GroupNorm "
+                        f"groups); choose model_channels and channel_mult so that each product is.")
+    unknown = [int(r) for r in attention_resolutions if int(r) not in resolutions]
+    if unknown:
+        raise UserError(f"net.attention_resolutions={[int(r) for r in attention_resolutions]}: {unknown} match no "
+                        f"feature-map resolution of this {image_size}px net, whose levels work at {resolutions} px; "
+                        "pick from those (they are resolutions in pixels, not downsampling factors).")
+
+
 def build_encoder(
     *,
     image_size: int,
@@ -62,6 +91,7 @@ def build_encoder(
         (stem, encoder, middle, skip_channels, final_resolution): ``skip_channels[i]`` is the
         channel count of the i-th saved activation (stem first), in encoder order.
     """
+    check_layout(image_size, model_channels, channel_mult, attention_resolutions)
     attention_resolutions = set(int(r) for r in attention_resolutions)
     ch = int(channel_mult[0] * model_channels)
     stem = nn.Conv2d(in_channels, ch, 3, padding=1)

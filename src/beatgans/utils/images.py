@@ -36,8 +36,10 @@ def make_grid_uint8(images_nhwc: np.ndarray, nrow: int | None = None, pad: int =
     return grid
 
 
-def save_grid_png(path: str | os.PathLike, images_nhwc: np.ndarray, nrow: int | None = None, scale: int = 1) -> Path:
-    """Save a grid of uint8 NHWC images as a PNG (nearest-neighbour upscaled by `scale`), atomically."""
+def save_grid_png(path: str | os.PathLike, images_nhwc: np.ndarray, nrow: int | None = None, scale: int = 1,
+                  overwrite: bool = True) -> Path:
+    """Save a grid of uint8 NHWC images as a PNG (nearest-neighbour upscaled by `scale`), atomically
+    (`overwrite=False`: never replace an existing file, see `atomic_write`)."""
     from PIL import Image
 
     grid = make_grid_uint8(images_nhwc, nrow=nrow)
@@ -46,4 +48,4 @@ def save_grid_png(path: str | os.PathLike, images_nhwc: np.ndarray, nrow: int | 
     img = Image.fromarray(grid)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"), overwrite)
