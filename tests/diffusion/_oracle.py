@@ -36,12 +36,14 @@ def max_abs(a, b) -> float:
     return float((a - b).abs().max())
 
 
-def pair(schedule="linear", T=1000, mean_type="eps", var_type="fixed_small", loss_type="mse", spacing=None):
-    """(ours, oracle) built from the same betas; both respaced to `spacing` when given."""
+def pair(schedule="linear", T=1000, mean_type="eps", var_type="fixed_small", loss_type="mse", spacing=None,
+         rescale_timesteps=False):
+    """(ours, oracle) built from the same betas; both respaced to `spacing` when given; both feeding
+    the net ``t * 1000 / T`` when ``rescale_timesteps``."""
     betas = get_named_beta_schedule(schedule, T)
-    ours = GaussianDiffusion(betas, mean_type, var_type, loss_type)
+    ours = GaussianDiffusion(betas, mean_type, var_type, loss_type, rescale_timesteps=rescale_timesteps)
     kwargs = dict(betas=betas, model_mean_type=MEAN[mean_type], model_var_type=VAR[var_type],
-                  loss_type=LOSS[loss_type], rescale_timesteps=False)
+                  loss_type=LOSS[loss_type], rescale_timesteps=rescale_timesteps)
     if spacing is None:
         return ours, gd.GaussianDiffusion(**kwargs)
     ours = ours.respace(spacing)

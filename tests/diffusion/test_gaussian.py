@@ -104,6 +104,49 @@ def test_network_sees_original_timesteps():
     assert seen[0].tolist() == [0, 40, 960] and seen[1].tolist() == [960, 80, 0]
 
 
+@pytest.mark.parametrize("spacing", [None, "ddim25"])
+def test_rescaled_timesteps_reach_the_network(spacing):
+    """rescale_timesteps: the net sees float32 t_original * 1000 / T_original, bit for bit as the reference."""
+    seen = []
+    d = create_diffusion("cosine", 4000, spacing=spacing, rescale_timesteps=True)
+    _, oracle = pair("cosine", 4000, spacing=spacing, rescale_timesteps=True)
+
+    def net(x, t):
+        seen.append(t.clone())
+        return torch.zeros_like(x)
+
+    t = torch.tensor([0, 1, d.num_timesteps - 1])
+    d.p_mean_variance(net, torch.zeros(3, 1, 2, 2), t)
+    oracle.p_mean_variance(net, torch.zeros(3, 1, 2, 2), t)
+    ours, theirs = seen
+    assert ours.dtype == theirs.dtype == torch.float32 and torch.equal(ours, theirs)
+    expected = [0.0, 0.25, 999.75] if spacing is None else [0.0, 40.0, 960.0]  # ddim25 of 4000: stride 160
+    assert ours.tolist() == expected
+    assert d.respace("10").rescale_timesteps and not create_diffusion("cosine", 4000).rescale_timesteps
+
+
+@pytest.mark.parametrize("loss_type,var_type", [("hybrid", "learned_range"), ("mse", "fixed_large"),
+                                                ("rescaled_kl", "learned_range")])
+@pytest.mark.parametrize("spacing", [None, "90,60,60,20,20"])
+def test_rescaled_training_losses_match_oracle(loss_type, var_type, spacing):
+    ours, oracle = pair("cosine", 4000, "eps", var_type, loss_type, spacing=spacing, rescale_timesteps=True)
+    net = TinyNet(C, 2 * C if var_type == "learned_range" else C, num_classes=3)
+    x0, noise, t = _batch(ours.num_timesteps, seed=5)
+    x0 = (x0 * 127.5).round() / 127.5
+    kwargs = {"y": torch.tensor([2, 1, 0, 3, 1])}
+    a = ours.training_losses(net, x0, t, model_kwargs=kwargs, noise=noise)
+    grads_a = torch.autograd.grad(a["loss"].sum(), list(net.parameters()))
+    b = oracle.training_losses(net, x0, t, model_kwargs=kwargs, noise=noise)
+    grads_b = torch.autograd.grad(b["loss"].sum(), list(net.parameters()))
+    for key in b:
+        assert max_abs(a[key], b[key]) <= F32_TOL, key
+    for ga, gb in zip(grads_a, grads_b):
+        assert max_abs(ga, gb) <= 1e-4 * max(1.0, float(gb.abs().max()))
+    # the rescaling matters: unscaled timesteps give a different loss for this t-dependent net
+    plain, _ = pair("cosine", 4000, "eps", var_type, loss_type, spacing=spacing)
+    assert float((plain.training_losses(net, x0, t, model_kwargs=kwargs, noise=noise)["loss"] - a["loss"]).abs().max()) > 1e-3
+
+
 LOSS_CASES = [("mse", "fixed_small", "eps"), ("mse", "fixed_large", "x0"), ("mse", "learned_range", "eps"),
               ("hybrid", "learned_range", "eps"), ("hybrid", "learned_range", "x0"), ("kl", "learned_range", "eps"),
               ("kl", "fixed_small", "eps"), ("rescaled_kl", "learned_range", "eps")]

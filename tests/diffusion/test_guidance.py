@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 
 import pytest
 import torch
@@ -86,6 +88,51 @@ def test_guided_ddim_step_matches_condition_score(eta):
     with replay_randn_like([z]):
         b = oracle.ddim_sample(net, x, t, eta=eta, model_kwargs=kw, cond_fn=reference_cond_fn(clf, 2.0))["sample"]
     assert max_abs(a, b) <= 3 * F32_TOL
+
+
+def _reference_guided_step(oracle, method, net, clf, x, t, eta, kw):
+    """What openai/guided-diffusion's p_sample / ddim_sample return with a cond_fn (run in float64).
+
+    guided-diffusion-sdk 1.0.0 departs from upstream in one place: its ddim_sample returns the
+    unguided ``pred_xstart`` (it keeps ``out_orig``). Upstream (openai/guided-diffusion, aca3097)
+    reassigns ``out`` to condition_score's result and returns that x0, so the expected
+    ``pred_xstart`` is taken from the oracle's condition_score.
+    """
+    cond_fn = reference_cond_fn(clf, 3.0)
+    if method == "ddpm":
+        return oracle.p_sample(net, x, t, model_kwargs=kw, cond_fn=cond_fn)
+    result = oracle.ddim_sample(net, x, t, eta=eta, model_kwargs=kw, cond_fn=cond_fn)
+    out = oracle.p_mean_variance(net, x, t, model_kwargs=kw)
+    return {**result, "pred_xstart": oracle.condition_score(cond_fn, out, x, t, model_kwargs=kw)["pred_xstart"]}
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("method", ["ddim", "ddpm"])
+def test_guided_step_returns_every_key_of_the_reference(method, eta):
+    """Every value a guided step returns equals the reference's, ``pred_xstart`` included: for DDIM
+    the guided x0 from condition_score (not the model's own), for DDPM the model's (only the mean moves)."""
+    ours, oracle = pair("linear", 1000, var_type="learned_range", spacing="ddim25")
+    net, clf = TinyNet(C, 2 * C, num_classes=K), TinyClassifier(C, K)
+    x, z, t, kw = _state(ours.num_timesteps, seed=4)
+    # DDIM in float64 (formula equality); the reference's condition_mean casts to float32, so DDPM runs there.
+    step, tol, precision = ddpm_step, F32_TOL, contextlib.nullcontext()
+    if method == "ddim":
+        net, clf, x, z = copy.deepcopy(net).double(), copy.deepcopy(clf).double(), x.double(), z.double()
+        step, tol, precision = functools.partial(ddim_step, eta=eta), 1e-10, oracle_in_float64()
+    a = step(ours, net, x, t, z=z, model_kwargs=kw, cond_fn=classifier_cond_fn(clf, 3.0))
+    with replay_randn_like([z, z]), precision:
+        b = _reference_guided_step(oracle, method, net, clf, x, t, eta, kw)
+    assert set(a) == set(b)
+    for key in b:
+        assert max_abs(a[key], b[key]) <= tol, key
+    unguided = ours.p_mean_variance(net, x, t, model_kwargs=kw)["pred_xstart"]
+    moved = float((a["pred_xstart"] - unguided).abs().max())
+    assert (moved > 1e-2) if method == "ddim" else (moved == 0.0)
+    # The returned x0 is the one the DDIM step moved towards: eq. 12 rebuilt from it gives the sample.
+    if method == "ddim" and eta == 0.0:
+        eps = ours.predict_eps_from_x0(x, t, a["pred_xstart"])
+        rebuilt = ours.coef("sqrt_alphas_cumprod_prev", t, x) * a["pred_xstart"] + ours.ddim_coefs(0.0, t, x)[1] * eps
+        assert max_abs(rebuilt, a["sample"]) <= 1e-10
 
 
 def test_classifier_sees_original_timesteps():

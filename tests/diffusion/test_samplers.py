@@ -55,8 +55,8 @@ def test_ddim_step_matches_oracle(eta, mean_type, var_type):
     assert max_abs(a, b) <= 3 * F32_TOL
 
 
-def _loops(ours, oracle, net, method, eta=0.0, model_kwargs=None, cond_fns=(None, None), B=3):
-    noise = RecordingNoise(range(10, 10 + B), SHAPE)
+def _loops(ours, oracle, net, method, eta=0.0, model_kwargs=None, cond_fns=(None, None), B=3, dtype=torch.float32):
+    noise = RecordingNoise(range(10, 10 + B), SHAPE, dtype=dtype)
     shape = (B, *SHAPE)
     if method == "ddpm":
         a = ddpm_sample(ours, net, shape, noise=noise, model_kwargs=model_kwargs, cond_fn=cond_fns[0])
@@ -91,6 +91,28 @@ def test_ddim_loop_matches_oracle(eta, spacing):
     net = TinyNet(C, 2 * C)
     a, b = _loops(ours, oracle, net, "ddim", eta=eta)
     assert max_abs(a, b) <= F32_TOL
+
+
+@pytest.mark.parametrize("method,eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0)])
+@pytest.mark.parametrize("spacing", [None, "50"])
+def test_rescaled_timestep_loops_match_oracle(method, eta, spacing):
+    """improved-diffusion's T = 4000 checkpoints: rescale_timesteps on, respaced or not (every step of a
+    short T = 200 process stands in for the full chain), against the reference's whole loops."""
+    T = 200 if spacing is None else 4000
+    ours, oracle = pair("cosine", T, var_type="learned_range", spacing=spacing, rescale_timesteps=True)
+    net = TinyNet(C, 2 * C, num_classes=3)
+    kwargs = {"y": torch.tensor([0, 2, 1])}
+    a, b = _loops(ours, oracle, net, method, eta=eta, model_kwargs=kwargs)
+    # Float32 against the reference's float32 run: its DDIM coefficients, formed in float32 near
+    # abar = 1, drift by up to ~2e-4 over a 4000-step cosine chain, so DDIM is held to float64 below.
+    assert torch.isfinite(a).all() and max_abs(a, b) <= (F32_TOL if method == "ddpm" else 3e-4)
+    with oracle_in_float64():
+        a64, b64 = _loops(ours, oracle, copy.deepcopy(net).double(), method, eta=eta, model_kwargs=kwargs,
+                          dtype=torch.float64)
+    assert max_abs(a64, b64) <= 1e-9
+    plain, _ = pair("cosine", T, var_type="learned_range", spacing=spacing)
+    unscaled, _ = _loops(plain, oracle, net, method, eta=eta, model_kwargs=kwargs)
+    assert float((unscaled - a).abs().max()) > 1e-3  # the net did see different timesteps
 
 
 def _sample_in_batches(sampler, diffusion, net, seeds, batch, **kwargs):

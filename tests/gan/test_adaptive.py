@@ -69,14 +69,73 @@ def test_t_frequencies_match_distribution(t_dist):
         assert freq[1] == 0  # the reference code never draws t = 1
 
 
-def test_list_redrawn_only_when_T_changes():
-    ad = AdaptiveDiffusion(t_min=10, t_max=1000, ada_kimg=100, interval=4)
+def _feed(ad, signs, iterations, batch=64):
+    """Run ``iterations`` controller iterations with the same real signs; return the list after each update."""
+    lists = []
+    for _ in range(iterations):
+        ad.accumulate(torch.tensor(signs))
+        if ad.step(batch):
+            lists.append(ad.t_list.clone())
+    return lists
+
+
+@pytest.mark.parametrize("signs,p,T", [
+    ([1.0, 1.0, 1.0, -1.0, 1.0], 0.0, 10),  # r_d exactly at the target: p does not move
+    ([-1.0] * 5, 0.0, 10),                  # r_d below the target: p pushed down, sits at the clip 0
+    ([1.0] * 5, 1.0, 500),                  # r_d above: p pushed up, sits at the clip 1 (T = t_max)
+])
+def test_list_redrawn_at_every_update_even_when_T_stays(signs, p, T):
+    """The reference's update_T draws a new slot list each time it is called (every 4 iterations),
+    so the 32 drawn slots keep changing while p sits at a clip and T does not move."""
+    ad = AdaptiveDiffusion(t_min=10, t_max=500, ada_kimg=0.01 if p == 1.0 else 100, interval=4, seed=5)
+    _feed(ad, signs, 40)  # reach the clip first (one update takes p from 0 to 1 with ada_kimg=0.01)
+    assert (ad.p, ad.T) == (p, T)
+    before = ad.t_list.clone()
+    lists = _feed(ad, signs, 20)
+    assert len(lists) == 5 and (ad.p, ad.T) == (p, T)
+    for previous, current in zip([before, *lists], lists):
+        assert not torch.equal(previous[:32], current[:32])  # 32 fresh draws from 1..T each time
+        assert int(current[:32].min()) >= 1 and int(current[:32].max()) <= T and (current[32:] == 0).all()
+    # no update between two controller ticks: iterations 1..3 after an update leave the list alone
+    mid = ad.t_list.clone()
+    _feed(ad, signs, 3)
+    assert torch.equal(ad.t_list, mid)
+
+
+def test_on_T_change_option_keeps_the_list_until_T_moves():
+    ad = AdaptiveDiffusion(t_min=10, t_max=1000, ada_kimg=100, interval=4, t_list_redraw="on_T_change")
     first = ad.t_list.clone()
-    # r_d exactly at target: p does not move, list stays
-    for _ in range(8):
-        ad.accumulate(torch.tensor([1.0, 1.0, 1.0, -1.0, 1.0]))  # mean 0.6
-        ad.step(64)
+    _feed(ad, [1.0, 1.0, 1.0, -1.0, 1.0], 8)  # r_d at the target: p and T stay, so does the list
+    _feed(ad, [-1.0] * 5, 8)                  # p pushed against its clip at 0: T stays
     assert ad.p == 0.0 and ad.T == 10 and torch.equal(ad.t_list, first)
+    _feed(ad, [1.0] * 5, 4)  # one update up: 64 * 4 / 1e5 -> T = 10 + round(0.00256 * 990) = 13
+    assert ad.T == 13 and not torch.equal(ad.t_list, first)
+    with pytest.raises(ValueError, match="t_list_redraw"):
+        AdaptiveDiffusion(t_list_redraw="never")
+
+
+@pytest.mark.parametrize("t_list_redraw", ["every_update", "on_T_change"])
+def test_resume_mid_run_continues_the_same_lists(t_list_redraw):
+    """A controller restored from state_dict() mid-interval draws exactly the lists and slots the
+    uninterrupted one does (its private generator travels with the state)."""
+    def make(seed):
+        return AdaptiveDiffusion(ada_kimg=1.0, seed=seed, t_list_redraw=t_list_redraw)
+
+    signs = [[1.0 if (i * 7 + j) % 5 else -1.0 for j in range(6)] for i in range(30)]
+    straight, first = make(3), make(3)
+    for s in signs[:13]:  # stop one iteration after an update, with signs pending
+        for ad in (straight, first):
+            ad.accumulate(torch.tensor(s))
+            ad.step(64)
+            ad.sample_t(8)
+    resumed = make(99)
+    resumed.load_state_dict(first.state_dict())
+    for s in signs[13:]:
+        for ad in (straight, resumed):
+            ad.accumulate(torch.tensor(s))
+            ad.step(64)
+        assert torch.equal(straight.sample_t(8), resumed.sample_t(8))
+        assert torch.equal(straight.t_list, resumed.t_list) and (straight.p, straight.T) == (resumed.p, resumed.T)
 
 
 def _hand_controller(signs_per_iter, batch, interval=4, kimg=100.0, target=0.6, t_min=10, t_max=1000):

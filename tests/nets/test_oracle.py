@@ -198,3 +198,33 @@ def test_create_classifier_released_flags():
     x, t, _ = _batch(2, 64, None)
     with torch.no_grad():
         assert (ours.eval()(x, t) - oracle.eval()(x, t)).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("name,size,classes", [("iddpm_cifar10", 32, None), ("iddpm_imagenet64", 64, None),
+                                               ("iddpm_imagenet64_cond", 64, 1000)])
+def test_improved_diffusion_net_configs_equal_oracle_with_rescaled_timesteps(name, size, classes):
+    """conf/net/iddpm_*.yaml (width reduced to 32) against improved-diffusion's create_model layout for
+    that resolution (channel multipliers by size, attention at 16 and 8 px with 4 heads, AdaGN, legacy
+    attention order), fed the float timesteps t * 1000 / 4000 its published checkpoints were trained on."""
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose
+
+    cfg = compose("sample", [f"net={name}", "diffusion=iddpm_t4000", "net.model_channels=32"])
+    ours = instantiate(cfg.net)
+    assert (cfg.net.image_size, cfg.net.num_classes) == (size, classes)
+    torch.manual_seed(0)
+    oracle = gd_unet.UNetModel(
+        image_size=size, in_channels=3, model_channels=32, out_channels=6, num_res_blocks=3,
+        attention_resolutions=(size // 16, size // 8), dropout=0.0,
+        channel_mult=(1, 2, 2, 2) if size == 32 else (1, 2, 3, 4), num_classes=classes, num_heads=4,
+        use_scale_shift_norm=True)
+    _perturb(oracle)
+    load_openai_checkpoint(ours, oracle.state_dict())
+    oracle.eval(), ours.eval()
+    x, t, y = _batch(3, size, classes)
+    t = t.float() * (1000.0 / 4000)  # what GaussianDiffusion(rescale_timesteps=True) feeds the net
+    with torch.no_grad():
+        ref = oracle(x, t, y)
+        out = ours(x, t, y)
+    assert ref.abs().max() > 0.1 and (out - ref).abs().max().item() <= TOL

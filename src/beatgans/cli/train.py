@@ -24,6 +24,7 @@ from beatgans.cli.common import (
 )
 from beatgans.cli.errors import exit_on_user_error
 from beatgans.cli.loading import adopt_data_classes
+from beatgans.data.batching import apply_batch_split, check_batch_split
 from beatgans.utils.errors import UserError
 from beatgans.utils.io import update_json
 from beatgans.utils.logging import get_logger, rank
@@ -90,6 +91,7 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("print_config", True) and rank() == 0:
         print_config_tree(cfg)
+    split = apply_batch_split(cfg)  # data.global_batch_size -> per-process data.batch_size + accumulation
     save_resolved_config(cfg, run_dir)
     if cfg.get("logger") and any("Wandb" in str(v.get("_target_", "")) for v in cfg.logger.values()):
         configure_wandb_mode(run_dir)
@@ -102,6 +104,7 @@ def train(cfg: DictConfig) -> dict:
     loggers = instantiate_list(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                           plugins=[AtomicCheckpointIO()])
+    check_batch_split(split, trainer, module)
     from omegaconf import OmegaConf
 
     for lg in loggers:

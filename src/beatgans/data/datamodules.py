@@ -53,10 +53,14 @@ class BaseDataModule(L.LightningDataModule):
     channels: int = 3
     num_classes: int | None = None
 
-    def __init__(self, batch_size: int = 64, num_workers: int = 0, val_fraction: float = 0.05, seed: int = 0,
-                 random_flip: bool = False, drop_last: bool = True, pin_memory: bool = False):
+    def __init__(self, batch_size: int | None = 64, num_workers: int = 0, val_fraction: float = 0.05, seed: int = 0,
+                 random_flip: bool = False, drop_last: bool = True, pin_memory: bool = False,
+                 global_batch_size: int | None = None, micro_batch_size: int | None = None):
         super().__init__()
-        self.batch_size = batch_size
+        # batch_size is per process; the train CLI derives it from global/micro (data/batching.py), which
+        # are kept only as a record. Unsplit (one process, outside the train CLI) the global batch is used.
+        self.batch_size = batch_size if batch_size is not None else (micro_batch_size or global_batch_size or 64)
+        self.global_batch_size, self.micro_batch_size = global_batch_size, micro_batch_size
         self.num_workers = num_workers
         self.val_fraction = val_fraction
         self.seed = seed

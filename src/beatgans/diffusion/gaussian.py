@@ -2,7 +2,8 @@
 
 A timestep ``t`` is an int64 index in ``0..T-1`` of *this* process; ``t = 0`` is the last
 denoising step. A respaced process keeps a ``timestep_map`` and always feeds the network the
-timesteps of the original process. Formulas: ``shared/REFERENCES.md`` "Gaussian diffusion".
+timesteps of the original process; with ``rescale_timesteps`` (improved-diffusion's published
+checkpoints) those become the float ``t_original * 1000 / T_original``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class GaussianDiffusion:
             ``"rescaled_kl"`` (kl * T).
         timestep_map: original timestep of each step of this process (identity when None).
         base_num_timesteps: T of the original process (``max(timestep_map) + 1`` when None).
+        rescale_timesteps: feed the network ``t_original * 1000 / base_num_timesteps`` as float32
+            instead of the int64 ``t_original`` (improved-diffusion's default, used by its published
+            T = 4000 checkpoints; identical inputs when T = 1000). Only the denoiser sees it: a
+            ``cond_fn`` keeps the integer original timesteps its classifier was trained on.
 
     Attributes: the float64 numpy tables ``betas, alphas_cumprod, alphas_cumprod_prev,
     alphas_cumprod_next, sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod,
@@ -57,6 +62,7 @@ class GaussianDiffusion:
         loss_type: str = "mse",
         timestep_map: Sequence[int] | Tensor | None = None,
         base_num_timesteps: int | None = None,
+        rescale_timesteps: bool = False,
     ) -> None:
         for value, allowed, what in ((mean_type, MEAN_TYPES, "mean_type"), (var_type, VAR_TYPES, "var_type"),
                                      (loss_type, LOSS_TYPES, "loss_type")):
@@ -77,6 +83,7 @@ class GaussianDiffusion:
         if self.timestep_map.shape != (self.num_timesteps,):
             raise ValueError(f"timestep_map must have {self.num_timesteps} entries, got {tuple(self.timestep_map.shape)}")
         self.base_num_timesteps = int(base_num_timesteps or int(self.timestep_map.max()) + 1)
+        self.rescale_timesteps = bool(rescale_timesteps)
         self._identity_map = bool(torch.equal(self.timestep_map, torch.arange(self.num_timesteps)))
         # Device copies of the tables, made once per device so sampling loops never copy from host.
         self._device_tables: dict[tuple, Tensor] = {}
@@ -146,7 +153,10 @@ class GaussianDiffusion:
         return table[t].to(dtype).reshape(-1, *([1] * (x.ndim - 1)))
 
     def original_timesteps(self, t: Tensor) -> Tensor:
-        """Map timesteps of this process (B,) int64 to those of the original process (what nets see)."""
+        """Map timesteps of this process (B,) int64 to those of the original process (B,) int64.
+
+        Classifiers (``cond_fn``) see these; the denoiser sees :meth:`model_timesteps`.
+        """
         if self._identity_map:
             return t
         key = ("__timestep_map__", t.device)
@@ -154,6 +164,15 @@ class GaussianDiffusion:
         if table is None:
             table = self._device_tables[key] = self.timestep_map.to(t.device)
         return table[t]
+
+    def model_timesteps(self, t: Tensor) -> Tensor:
+        """What the network receives for steps ``t`` (B,) int64 of this process.
+
+        The original timesteps (B,) int64; with ``rescale_timesteps`` the float32
+        ``t_original * (1000 / base_num_timesteps)``, the same float32 product improved-diffusion forms.
+        """
+        t = self.original_timesteps(t)
+        return t.float() * (1000.0 / self.base_num_timesteps) if self.rescale_timesteps else t
 
     def respace(self, spacing: str | Sequence[int] | None = None, *, use_timesteps: Sequence[int] | None = None) -> "GaussianDiffusion":
         """A process over a subset of this one's steps, with the same ``abar`` at the kept steps.
@@ -168,7 +187,8 @@ class GaussianDiffusion:
         betas = respaced_betas(self.alphas_cumprod, steps)
         return GaussianDiffusion(betas, self.mean_type, self.var_type, self.loss_type,
                                  timestep_map=self.timestep_map[steps].tolist(),
-                                 base_num_timesteps=self.base_num_timesteps)
+                                 base_num_timesteps=self.base_num_timesteps,
+                                 rescale_timesteps=self.rescale_timesteps)
 
     # ------------------------------------------------------------------ forward process
     def q_mean_variance(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -211,8 +231,8 @@ class GaussianDiffusion:
         return self.coef("sqrt_alphas_cumprod", t, x0) * noise - self.coef("sqrt_one_minus_alphas_cumprod", t, x0) * x0
 
     def model_output(self, model: Model, x: Tensor, t: Tensor, model_kwargs: dict | None = None) -> Tensor:
-        """Call ``model(x, original t, **model_kwargs)``; half-precision outputs come back as float32."""
-        out = model(x, self.original_timesteps(t), **(model_kwargs or {}))
+        """Call ``model(x, model_timesteps(t), **model_kwargs)``; half-precision outputs come back as float32."""
+        out = model(x, self.model_timesteps(t), **(model_kwargs or {}))
         return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
     def p_mean_variance(self, model: Model, x: Tensor, t: Tensor, clip_denoised: bool = True,
@@ -332,16 +352,19 @@ class GaussianDiffusion:
 
     def __repr__(self) -> str:
         return (f"GaussianDiffusion(T={self.num_timesteps}, base_T={self.base_num_timesteps}, mean_type={self.mean_type!r}, "
-                f"var_type={self.var_type!r}, loss_type={self.loss_type!r})")
+                f"var_type={self.var_type!r}, loss_type={self.loss_type!r}, rescale_timesteps={self.rescale_timesteps})")
 
 
 def create_diffusion(schedule: str = "linear", num_timesteps: int = 1000, mean_type: str = "eps",
                      var_type: str = "fixed_small", loss_type: str = "mse",
-                     spacing: str | Sequence[int] | None = None) -> GaussianDiffusion:
+                     spacing: str | Sequence[int] | None = None,
+                     rescale_timesteps: bool = False) -> GaussianDiffusion:
     """Build a (possibly respaced) :class:`GaussianDiffusion` from a named schedule.
 
     ``spacing`` (e.g. ``"250"``, ``"ddim25"``) respaces the T-step process; training normally
     uses ``spacing=None`` and samplers a respaced copy (``diffusion.respace("ddim25")``).
+    ``rescale_timesteps``: see :class:`GaussianDiffusion` (true for improved-diffusion checkpoints).
     """
-    diffusion = GaussianDiffusion(get_named_beta_schedule(schedule, num_timesteps), mean_type, var_type, loss_type)
+    diffusion = GaussianDiffusion(get_named_beta_schedule(schedule, num_timesteps), mean_type, var_type, loss_type,
+                                  rescale_timesteps=rescale_timesteps)
     return diffusion.respace(spacing) if spacing is not None else diffusion

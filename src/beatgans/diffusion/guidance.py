@@ -3,6 +3,12 @@
 A ``cond_fn(x_t, t_original, **model_kwargs) -> Tensor like x_t`` returns the *scaled* gradient
 ``s * grad_x log p(y | x_t)``. The samplers apply it through :func:`condition_mean` (DDPM) or
 :func:`condition_score` (DDIM).
+
+``t_original`` is always the int64 timestep of the original process, the one the noisy classifier is
+trained on, even when the diffusion feeds its denoiser rescaled float timesteps
+(``rescale_timesteps``). guided-diffusion hands its cond_fn the rescaled value while its classifier
+training uses the integer one; no published classifier pairs with a rescaled model, so the two agree
+on every released checkpoint and only differ where the reference would be inconsistent.
 """
 
 from __future__ import annotations

@@ -105,7 +105,9 @@ def ddim_step(diffusion: GaussianDiffusion, model: Model, x: Tensor, t: Tensor, 
         x: (B, C, ...) x_t; t: (B,) int64; eta: 0 deterministic, 1 DDPM-like; z: N(0, I) or None.
 
     Returns:
-        dict ``sample`` and ``pred_xstart`` (the unguided x0 prediction, as the reference reports).
+        dict ``sample`` (B, C, ...) and ``pred_xstart`` (B, C, ...): the x0 the step moved towards,
+        i.e. the guided prediction when ``cond_fn`` is given (recomputed from the corrected eps, not
+        clipped again), as guided-diffusion's ``ddim_sample`` returns it.
     """
     out = diffusion.p_mean_variance(model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn,
                                     model_kwargs=model_kwargs)
@@ -116,7 +118,7 @@ def ddim_step(diffusion: GaussianDiffusion, model: Model, x: Tensor, t: Tensor, 
     sample = diffusion.coef("sqrt_alphas_cumprod_prev", t, x) * pred_x0 + direction * eps
     if z is not None and eta != 0:
         sample = sample + _nonzero_mask(t, x) * sigma * z
-    return {"sample": sample, "pred_xstart": out["pred_xstart"]}
+    return {"sample": sample, "pred_xstart": pred_x0}
 
 
 def _steps(diffusion: GaussianDiffusion, progress: bool, desc: str):

@@ -9,10 +9,15 @@ reference code does it (see REFERENCES.md, "Diffusion-GAN as the reference code 
   (paper eq. 2 with the reference code's noise scale ``sigma``); the op is differentiable so the
   generator receives gradients through it.
 * ``t`` is drawn per sample from a 64-slot list with ``num_clean`` zero slots and the remaining slots
-  drawn from ``1..T`` ("uniform" or "priority"); the list is redrawn only when ``T`` changes.
+  drawn from ``1..T`` ("uniform" or "priority").
 * The controller accumulates ``sign(D(real))`` over all real passes since its last update and,
   every ``interval`` iterations, moves ``p`` by ``sign(r_d - target) * batch * interval /
   (ada_kimg * 1000)``, clipped to [0, 1]; then ``T = t_min + round(p * (t_max - t_min))``.
+* The slot list is redrawn at every controller update, whether or not ``T`` changed: the reference
+  training loop calls ``update_T()`` every ``interval`` iterations and ``update_T`` always draws a new
+  list. So the slots keep changing while ``p`` sits at a clip (0 or 1) or ``T`` rounds to the same
+  value. ``t_list_redraw="on_T_change"`` keeps a list until ``T`` changes instead (what this class did
+  before following the reference; not the reference's behaviour).
 
 Pure torch: no Lightning. ``r_d`` is averaged across ranks with ``torch.distributed`` when a
 process group is initialised.
@@ -30,6 +35,7 @@ import torch.distributed as dist
 log = logging.getLogger(__name__)
 
 T_DISTS = ("uniform", "priority", "priority_paper")
+T_LIST_REDRAWS = ("every_update", "on_T_change")
 
 
 class AdaptiveDiffusion:
@@ -50,6 +56,8 @@ class AdaptiveDiffusion:
         noise_enabled: ``False`` gives the plain-GAN baseline: inputs pass unchanged with ``t = 0``
             and p / T never move (r_d is still measured for logging).
         seed: seed of the private generator used for the timestep list and the per-sample slots.
+        t_list_redraw: ``"every_update"`` (reference code: a new slot list at every controller update)
+            or ``"on_T_change"`` (a new list only when the update changes ``T``).
     """
 
     def __init__(
@@ -68,9 +76,12 @@ class AdaptiveDiffusion:
         p: float = 0.0,
         noise_enabled: bool = True,
         seed: int = 0,
+        t_list_redraw: str = "every_update",
     ) -> None:
         if t_dist not in T_DISTS:
             raise ValueError(f"t_dist must be one of {T_DISTS}, got {t_dist!r}")
+        if t_list_redraw not in T_LIST_REDRAWS:
+            raise ValueError(f"t_list_redraw must be one of {T_LIST_REDRAWS}, got {t_list_redraw!r}")
         if not 1 <= t_min <= t_max:
             raise ValueError(f"need 1 <= t_min <= t_max, got t_min={t_min}, t_max={t_max}")
         if not 0 <= num_clean <= num_slots:
@@ -90,6 +101,7 @@ class AdaptiveDiffusion:
         self.ada_kimg = float(ada_kimg)
         self.interval = int(interval)
         self.noise_enabled = bool(noise_enabled)
+        self.t_list_redraw = t_list_redraw
         self.p = float(min(max(p, 0.0), 1.0))
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -192,7 +204,9 @@ class AdaptiveDiffusion:
         Args:
             batch_size: images per iteration over ALL ranks (the reference code's global batch).
         Returns:
-            True when an update happened (T may or may not have changed).
+            True when an update happened (T may or may not have changed). With noise enabled an
+            update draws a new slot list (``t_list_redraw="every_update"``) or does so only when T
+            changed (``"on_T_change"``); no update happens while nothing was accumulated.
         """
         self.num_steps += 1
         if self.num_steps % self.interval != 0:
@@ -208,7 +222,7 @@ class AdaptiveDiffusion:
         adjust *= batch_size * self.interval / (self.ada_kimg * 1000.0)
         self.p = min(max(self.p + adjust, 0.0), 1.0)
         new_T = self._T_from_p(self.p)
-        if new_T != self.T:
+        if new_T != self.T or self.t_list_redraw == "every_update":
             self.T = new_T
             self._build(new_T)
         return True
@@ -256,5 +270,6 @@ class AdaptiveDiffusion:
     def __repr__(self) -> str:
         return (
             f"AdaptiveDiffusion(p={self.p:.4f}, T={self.T}, t_range=[{self.t_min}, {self.t_max}], "
-            f"sigma={self.sigma}, t_dist={self.t_dist!r}, noise_enabled={self.noise_enabled})"
+            f"sigma={self.sigma}, t_dist={self.t_dist!r}, t_list_redraw={self.t_list_redraw!r}, "
+            f"noise_enabled={self.noise_enabled})"
         )
