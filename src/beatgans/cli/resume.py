@@ -140,16 +140,18 @@ class ApplyOptimizerSettings(L.Callback):
     new config, not from the checkpoint's optimizer state, which Lightning would otherwise restore over them.
     Under an lr scheduler the checkpoint's progress along the schedule is kept and rescaled to the new base lr."""
 
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        fresh = [opt.param_groups for opt in trainer.optimizers]
-        for groups, state in zip(fresh, checkpoint.get("optimizer_states", [])):
-            for new, old in zip(groups, state["param_groups"]):
-                factor = old["lr"] / old["initial_lr"] if old.get("initial_lr") else 1.0
+    def on_train_start(self, trainer, pl_module) -> None:
+        from lightning.pytorch.core.optimizer import _init_optimizers_and_lr_schedulers
+
+        fresh, _ = _init_optimizers_and_lr_schedulers(pl_module)  # what the new config asks for
+        for new_opt, opt in zip(fresh, trainer.optimizers):
+            for new, group in zip(new_opt.param_groups, opt.param_groups):
+                factor = group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0
                 for key, value in new.items():
                     if key != "params":
-                        old[key] = value
+                        group[key] = value
                 if "initial_lr" in new:
-                    old["lr"] = new["initial_lr"] * factor
-        for config, sched in zip(trainer.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
-            if "base_lrs" in sched:
-                sched["base_lrs"] = [g["initial_lr"] for g in config.scheduler.optimizer.param_groups]
+                    group["lr"] = new["initial_lr"] * factor
+        for config in trainer.lr_scheduler_configs:
+            if hasattr(config.scheduler, "base_lrs"):
+                config.scheduler.base_lrs = [g["initial_lr"] for g in config.scheduler.optimizer.param_groups]
