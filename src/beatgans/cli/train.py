@@ -24,7 +24,7 @@ from beatgans.cli.common import (
 )
 from beatgans.cli.resume import launch_record_dir
 from beatgans.utils.io import update_json
-from beatgans.utils.logging import get_logger, rank
+from beatgans.utils.logging import get_logger, quiet_lightning, rank
 
 log = get_logger(__name__)
 
@@ -84,12 +84,14 @@ def train(cfg: DictConfig) -> dict:
     before anything in the run directory is written.
     """
     import lightning as L
+    from lightning.pytorch.callbacks import ProgressBar
     from lightning.pytorch.utilities.model_helpers import is_overridden
     from hydra.utils import instantiate
 
     from beatgans.cli.resume import ApplyOptimizerSettings, ConfigInCheckpoint, check_resume, find_checkpoint
     from beatgans.lit.callbacks import AtomicCheckpointIO
 
+    quiet_lightning()
     run_dir = Path(cfg.paths.output_dir)
     ckpt_path = find_checkpoint(cfg.get("ckpt_path"), run_dir)
     changes = check_resume(cfg, ckpt_path) if ckpt_path else []
@@ -105,6 +107,8 @@ def train(cfg: DictConfig) -> dict:
     module = instantiate(cfg.task)
     check_task(cfg, datamodule, module)
     callbacks = instantiate_list(cfg.get("callbacks")) + [ConfigInCheckpoint(cfg)]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if changes:
         callbacks.append(ApplyOptimizerSettings())
     loggers = build_loggers(cfg, run_dir)
