@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback as _HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
 from beatgans.utils.logging import get_logger
@@ -113,8 +114,6 @@ def save_resolved_config(cfg: DictConfig, run_dir: str | os.PathLike, name: str 
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
 
-
-from hydra.experimental.callback import Callback as _HydraCallback  # noqa: E402
 
 
 class SweepSummary(_HydraCallback):

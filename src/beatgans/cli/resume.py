@@ -53,7 +53,7 @@ def read_checkpoint(path: Path) -> dict:
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # truncated zip, garbage bytes, wrong format: all mean "not a usable checkpoint"
+    except Exception as err:  # noqa: BLE001  truncated zip, garbage bytes, wrong format: all mean "not a usable checkpoint"
         raise ResumeError(f"checkpoint {path} cannot be read ({type(err).__name__}: it is truncated or not a "
                           "checkpoint); resume from another file with ckpt_path=<file.ckpt>.") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:

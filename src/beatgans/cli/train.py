@@ -84,11 +84,16 @@ def train(cfg: DictConfig) -> dict:
     before anything in the run directory is written.
     """
     import lightning as L
+    from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ProgressBar
     from lightning.pytorch.utilities.model_helpers import is_overridden
-    from hydra.utils import instantiate
 
-    from beatgans.cli.resume import ApplyOptimizerSettings, ConfigInCheckpoint, check_resume, find_checkpoint
+    from beatgans.cli.resume import (
+        ApplyOptimizerSettings,
+        ConfigInCheckpoint,
+        check_resume,
+        find_checkpoint,
+    )
     from beatgans.lit.callbacks import AtomicCheckpointIO
 
     quiet_lightning()

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    Subset,
+    TensorDataset,
+)
 
 from beatgans.data.digits import NUM_CLASSES as DIGIT_CLASSES
 from beatgans.data.digits import load_digits
@@ -261,5 +267,14 @@ def require_labels(datamodule: BaseDataModule, what: str) -> None:
                         "(set data.class_cond=true or use a labelled dataset).")
 
 
-__all__ = ["BaseDataModule", "ResumableDataLoader", "ResumableSampler", "DigitsDataModule", "Toy2DDataModule", "TorchvisionDataModule",
-           "ImageFolderDataModule", "DataError", "require_labels"]
+__all__ = [
+    "BaseDataModule",
+    "DataError",
+    "DigitsDataModule",
+    "ImageFolderDataModule",
+    "ResumableDataLoader",
+    "ResumableSampler",
+    "TorchvisionDataModule",
+    "Toy2DDataModule",
+    "require_labels",
+]

@@ -9,7 +9,9 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelSummary, ProgressBar
-from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+from lightning.pytorch.utilities.model_summary.model_summary import (
+    _format_summary_table,
+)
 
 from beatgans.utils.logging import get_logger
 

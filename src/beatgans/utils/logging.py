@@ -18,7 +18,7 @@ def rank() -> int:
 
 
 class _RankZeroFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D401
+    def filter(self, record: logging.LogRecord) -> bool:
         return rank() == 0 or record.levelno >= logging.WARNING
 
 
