@@ -159,6 +159,7 @@ def test_image_folder_infers_classes_saves_the_mapping_and_refuses_mismatches(tm
 
     from beatgans.cli.loading import adopt_data_classes
     from beatgans.data.datamodules import ImageFolderDataModule
+    from beatgans.data.image_folder import write_class_index
 
     root = _tree(tmp_path / "tree")
     dm = ImageFolderDataModule(str(root), image_size=8, channels=1, labels="folder", batch_size=2)
@@ -171,13 +172,15 @@ def test_image_folder_infers_classes_saves_the_mapping_and_refuses_mismatches(tm
                             "task": {"num_classes": "${data.num_classes}",
                                      "net": {"num_classes": "${oc.select:data.num_classes,null}"}}})
     run = tmp_path / "run"
-    adopt_data_classes(cfg, dm, run)
+    assert adopt_data_classes(cfg, dm) == ["cat", "dog", "fox"]
     assert cfg.task.num_classes == 3 == cfg.task.net.num_classes
+    write_class_index(run / "class_index.json", dm.classes)
     assert json.loads((run / "class_index.json").read_text()) == {"cat": 0, "dog": 1, "fox": 2}
-    assert "num_classes: 3" in (run / ".hydra" / "config.yaml").read_text()
+    with pytest.raises(UserError):  # a different mapping is never written over the recorded one
+        write_class_index(run / "class_index.json", ["dog", "cat", "fox"])
     cfg.task.net.num_classes = 10
     with pytest.raises(UserError, match=r"The data has 3 classes .* but net.num_classes=10"):
-        adopt_data_classes(cfg, dm, run)
+        adopt_data_classes(cfg, dm)
     # A flat folder stays unconditional.
     flat = tmp_path / "flat"
     flat.mkdir()

@@ -80,7 +80,9 @@ def test_config_errors_are_clear(tiny_train_cfg, tmp_path):
         train(tiny_train_cfg("diffusion.var_type=learned_range", out=tmp_path / "a"))
     with pytest.raises(ConfigError, match="null_class"):
         train(tiny_train_cfg("task.p_uncond=0.1", out=tmp_path / "b"))
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    from beatgans.cli.resume import ResumeError
+
+    with pytest.raises(ResumeError, match="no checkpoint"):
         train(tiny_train_cfg("ckpt_path=last", out=tmp_path / "c"))
 
 

@@ -28,8 +28,11 @@ class LoadedModel:
 
 
 def load_run_config(run_dir: str | Path) -> DictConfig:
-    """The resolved config a training run saved in `<run>/.hydra/config.yaml`."""
-    path = Path(run_dir) / ".hydra" / "config.yaml"
+    """The resolved config of a training run's newest launch: `<run>/.hydra/resume-<k>/config.yaml` for the
+    highest k (a resume may have applied changed settings), else `<run>/.hydra/config.yaml`."""
+    hydra_dir = Path(run_dir) / ".hydra"
+    resumes = sorted(hydra_dir.glob("resume-*/config.yaml"), key=lambda p: int(p.parent.name.split("-")[1]))
+    path = resumes[-1] if resumes else hydra_dir / "config.yaml"
     if not path.is_file():
         raise RunError(f"{run_dir} is not a beatgans run directory (no {path}).")
     return OmegaConf.load(path)
@@ -165,31 +168,25 @@ def check_classifier_matches(model_diffusion, model_net, clf_config: DictConfig 
         raise RunError(f"The classifier has {k_c} classes but the class-conditional diffusion model {k_m}.")
 
 
-def adopt_data_classes(cfg: DictConfig, datamodule, run_dir: str | os.PathLike) -> None:
+def adopt_data_classes(cfg: DictConfig, datamodule) -> list[str]:
     """Make the config describe the classes the data really has, before the task is built.
 
     An image tree labelled by sub-folder infers its classes: `data.num_classes` (which the task and net
-    configs interpolate) is set to the inferred count and the class-name -> label mapping is written to
-    `<run>/class_index.json`. A net configured with a different number of classes is refused.
+    configs interpolate) is set to the inferred count. A net configured with a different number of classes
+    is refused. Returns the class names (empty for unlabelled data); the train CLI writes them to
+    `<run>/class_index.json` once the launch is accepted, and the recorded config carries the count.
     """
     from omegaconf import open_dict
-
-    from beatgans.data.image_folder import write_class_index
 
     classes = list(getattr(datamodule, "classes", None) or [])
     k = getattr(datamodule, "num_classes", None)
     if not classes or not k:
-        return
-    inferred = cfg.data.get("num_classes") is None
-    if inferred:
+        return []
+    if cfg.data.get("num_classes") is None:
         with open_dict(cfg):
             cfg.data.num_classes = k
     k_net = OmegaConf.select(cfg, "task.net.num_classes", default=None)
     if k_net is not None and int(k_net) != k:
         raise RunError(f"The data has {k} classes (sub-folders of {cfg.data.get('root')}) but net.num_classes="
                        f"{k_net}; set net.num_classes={k} or leave it to follow data.num_classes.")
-    write_class_index(Path(run_dir) / "class_index.json", classes)
-    if inferred:  # the saved config must record the class count the run uses
-        from beatgans.cli.common import save_resolved_config
-
-        save_resolved_config(cfg, run_dir)
+    return classes

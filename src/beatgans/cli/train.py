@@ -20,14 +20,16 @@ from beatgans.cli.common import (
     finish_wandb,
     instantiate_list,
     print_config_tree,
-    save_resolved_config,
+    record_launch,
 )
 from beatgans.cli.errors import exit_on_user_error
 from beatgans.cli.loading import adopt_data_classes
+from beatgans.cli.resume import launch_record_dir
 from beatgans.data.batching import apply_batch_split, check_batch_split
+from beatgans.data.image_folder import write_class_index
 from beatgans.utils.errors import UserError
 from beatgans.utils.io import update_json
-from beatgans.utils.logging import get_logger, rank
+from beatgans.utils.logging import get_logger, quiet_lightning, rank
 
 log = get_logger(__name__)
 
@@ -60,48 +62,72 @@ def check_task(cfg: DictConfig, datamodule, module) -> None:
         raise ConfigError("task.p_uncond > 0 trains classifier-free guidance: set net.null_class=true.")
 
 
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`last` -> <run dir>/checkpoints/last.ckpt; a run directory -> its last.ckpt; a file -> itself."""
-    if not ckpt_path:
-        return None
-    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path} (to resume a run pass "
-                                "hydra.run.dir=<run dir> ckpt_path=last, or ckpt_path=<file.ckpt>).")
-    return str(path)
-
-
 def only_ema_in_eval_mode(module) -> bool:
     """True when the modules in eval mode are exactly the EMA shadows (kept in eval by `beatgans.lit.ema.EMA`)."""
     names = [n for n, m in module.named_modules() if not m.training]
     return bool(names) and all(n == "ema" or n.startswith("ema.") for n in names)
 
 
-def train(cfg: DictConfig) -> dict:
-    """Build everything from `cfg`, fit, and write `<run>/metrics.json`. Returns the final metrics."""
-    import lightning as L
-    from lightning.pytorch.utilities.model_helpers import is_overridden
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    """Instantiate `cfg.logger`; a wandb logger gets the run directory's stored run id, so resumes continue it."""
     from hydra.utils import instantiate
 
+    from beatgans.lit.loggers import wandb_run_id
+
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if isinstance(node, DictConfig) and "_target_" in node:
+            extra = {"id": wandb_run_id(run_dir), "resume": "allow"} if "Wandb" in str(node._target_) else {}
+            loggers.append(instantiate(node, **extra))
+    return loggers
+
+
+def train(cfg: DictConfig) -> dict:
+    """Build everything from `cfg`, fit, and write `<run>/metrics.json`. Returns the final metrics.
+
+    A resume (`ckpt_path`) is checked first (readable checkpoint, same settings unless `resume_overrides=apply`),
+    before anything in the run directory is written.
+    """
+    import lightning as L
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ProgressBar
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    from beatgans.cli.resume import (
+        ApplyOptimizerSettings,
+        ConfigInCheckpoint,
+        check_resume,
+        find_checkpoint,
+    )
     from beatgans.lit.callbacks import AtomicCheckpointIO
 
+    quiet_lightning()
     run_dir = Path(cfg.paths.output_dir)
+    # The config is completed (batch split, inferred classes) before it is compared with a checkpoint's or
+    # recorded, so what is compared and written is what the run uses.
+    split = apply_batch_split(cfg)  # data.global_batch_size -> per-process data.batch_size + accumulation
+    ckpt_path = find_checkpoint(cfg.get("ckpt_path"), run_dir)
+    datamodule = instantiate(cfg.data)
+    classes = adopt_data_classes(cfg, datamodule)  # image trees labelled by sub-folder: data.num_classes
+    changes = check_resume(cfg, ckpt_path) if ckpt_path else []
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("print_config", True) and rank() == 0:
         print_config_tree(cfg)
-    split = apply_batch_split(cfg)  # data.global_batch_size -> per-process data.batch_size + accumulation
-    save_resolved_config(cfg, run_dir)
+    if rank() == 0:
+        record_launch(cfg, launch_record_dir(run_dir, resuming=ckpt_path is not None), changes)
+        if classes:
+            write_class_index(run_dir / "class_index.json", classes)
     if cfg.get("logger") and any("Wandb" in str(v.get("_target_", "")) for v in cfg.logger.values()):
         configure_wandb_mode(run_dir)
 
-    datamodule = instantiate(cfg.data)
-    adopt_data_classes(cfg, datamodule, run_dir)  # image trees: inferred classes + <run>/class_index.json
     module = instantiate(cfg.task)
     check_task(cfg, datamodule, module)
-    callbacks = instantiate_list(cfg.get("callbacks"))
-    loggers = instantiate_list(cfg.get("logger"))
+    callbacks = instantiate_list(cfg.get("callbacks")) + [ConfigInCheckpoint(cfg)]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if changes:
+        callbacks.append(ApplyOptimizerSettings())
+    loggers = build_loggers(cfg, run_dir)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                           plugins=[AtomicCheckpointIO()])
     check_batch_split(split, trainer, module)
@@ -110,7 +136,6 @@ def train(cfg: DictConfig) -> dict:
     for lg in loggers:
         lg.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir)})
 
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     start = time.time()
     with warnings.catch_warnings():
         if only_ema_in_eval_mode(module):  # EMA shadows are eval on purpose: Lightning's warning is noise there
@@ -118,7 +143,8 @@ def train(cfg: DictConfig) -> dict:
         if not is_overridden("validation_step", module):  # GAN tasks: our datamodules always offer a val loader
             warnings.filterwarnings("ignore", message=r"You passed in a `val_dataloader` but have no `validation_step`")
         # Our own checkpoints hold RNG states and config containers, which weights_only loading refuses.
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                    weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if hasattr(module, "final_metrics"):
         metrics.update(module.final_metrics())
@@ -147,8 +173,10 @@ def train(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
-    finally:
-        finish_wandb()
+    except BaseException:
+        finish_wandb(exit_code=1)  # a failed (multirun) job shows as failed in wandb, not as finished
+        raise
+    finish_wandb()
     target = cfg.get("optimized_metric")
     return metrics.get(target) if target else None
 

@@ -7,12 +7,19 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    Subset,
+    TensorDataset,
+)
 
 from beatgans.data.digits import NUM_CLASSES as DIGIT_CLASSES
 from beatgans.data.digits import load_digits
 from beatgans.data.image_folder import DataError, ImageFolderDataset, has_class_subfolders, list_images
 from beatgans.data.toy2d import make_toy2d
+from beatgans.utils.rng import rng_state, set_rng_state
 
 
 class FlipDataset(Dataset):
@@ -30,24 +37,64 @@ class FlipDataset(Dataset):
 
 
 class ResumableSampler(DistributedSampler):
-    """DistributedSampler (seeded, reshuffled by `set_epoch`) that can skip the first `skip_batches * batch_size`
-    indices of the epoch it is next iterated in, so a run resumed mid-epoch sees exactly the batches an
-    uninterrupted run would have seen."""
+    """DistributedSampler (seeded, reshuffled by `set_epoch`) whose next iteration can start `skip` indices into
+    the epoch; `ResumableDataLoader` sets `skip` when a run resumes mid-epoch."""
 
-    def __init__(self, *args, batch_size: int = 1, skip_batches: int = 0, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.batch_size = batch_size
-        self.skip_batches = skip_batches
+        self.skip = 0
 
     def __iter__(self):
         indices = list(super().__iter__())
-        skip, self.skip_batches = self.skip_batches * self.batch_size, 0
+        skip, self.skip = self.skip, 0
         return iter(indices[skip:])
 
 
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a `ResumableSampler` that follows Lightning's resumable-loader protocol
+    (`state_dict` / `load_state_dict`, saved in every checkpoint), so a run resumed from a checkpoint written at
+    any step sees exactly the batches, and the random numbers, an uninterrupted run would have seen.
+
+    The state is the sampler's epoch, the batches already handed out in that epoch, and the global RNG state
+    (Python, numpy, torch) at the time of the checkpoint. Batches are counted as they are handed to the
+    consumer, not as workers prefetch them. On resume the RNG state is restored after the epoch's iterator is
+    created (which draws a worker seed from the global RNG, as the uninterrupted run did at the start of the
+    epoch) and before the next batch is fetched (random flips draw from it), i.e. at the same point of the
+    random stream as in the uninterrupted run.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, ResumableSampler):
+            raise TypeError("ResumableDataLoader needs a ResumableSampler.")
+        self._epoch_batches = 0
+        self._resume: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"epoch": int(self.sampler.epoch), "batches": self._epoch_batches, "rng": rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = dict(state)
+        self.sampler.set_epoch(state["epoch"])  # workers may read the sampler before Lightning sets the epoch
+
+    def __iter__(self):
+        resume, self._resume = self._resume, None
+        start = 0
+        if resume is not None and resume["epoch"] == self.sampler.epoch:
+            start = resume["batches"]  # Lightning starts a new epoch itself when the saved one was complete
+        self.sampler.skip = start * self.batch_size
+        self._epoch_batches = start
+        iterator = super().__iter__()
+        if resume is not None:
+            set_rng_state(resume["rng"])
+        for batch in iterator:
+            self._epoch_batches += 1
+            yield batch
+
+
 class BaseDataModule(L.LightningDataModule):
-    """Shared loaders: a seeded, epoch-reshuffled, rank-sharded training sampler (so resuming replays the
-    same order) and a fixed validation split taken out of the training data."""
+    """Shared loaders: a seeded, epoch-reshuffled, rank-sharded training loader that resumes exactly
+    (`ResumableDataLoader`) and a fixed validation split taken out of the training data."""
 
     image_size: int | None = None
     channels: int = 3
@@ -90,17 +137,6 @@ class BaseDataModule(L.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
-    def _batches_done(self) -> int:
-        """Batches of the current epoch already trained (non-zero only when resuming mid-epoch)."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0
-        # Checkpoints are written in on_train_batch_end, so `processed` counts the batches they include.
-        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-        world = max(1, trainer.world_size)
-        per_epoch = len(self._train) // world // self.batch_size
-        return done if 0 < done < per_epoch else 0
-
     def train_dataloader(self) -> DataLoader:
         self.setup()
         world, rank = self._world()
@@ -108,8 +144,8 @@ class BaseDataModule(L.LightningDataModule):
             raise DataError(f"batch_size {self.batch_size} is larger than the {len(self._train) // world} "
                             "training examples per process; lower data.batch_size.")
         sampler = ResumableSampler(self._train, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
-                                   drop_last=True, batch_size=self.batch_size, skip_batches=self._batches_done())
-        return DataLoader(self._train, batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last,
+                                   drop_last=True)
+        return ResumableDataLoader(self._train, batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0)
 
@@ -240,5 +276,14 @@ def require_labels(datamodule: BaseDataModule, what: str) -> None:
                         "(set data.class_cond=true or use a labelled dataset).")
 
 
-__all__ = ["BaseDataModule", "DigitsDataModule", "Toy2DDataModule", "TorchvisionDataModule",
-           "ImageFolderDataModule", "DataError", "require_labels"]
+__all__ = [
+    "BaseDataModule",
+    "DataError",
+    "DigitsDataModule",
+    "ImageFolderDataModule",
+    "ResumableDataLoader",
+    "ResumableSampler",
+    "TorchvisionDataModule",
+    "Toy2DDataModule",
+    "require_labels",
+]

@@ -1,4 +1,4 @@
-"""Lightning callbacks and plugins shared by every task: sample grids, atomic checkpoints."""
+"""Lightning callbacks and plugins shared by every task: sample grids, atomic and exactly resumable checkpoints."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from beatgans.utils.images import save_grid_png, to_uint8
@@ -29,6 +30,49 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def stale_temp_files(dirpath: str | os.PathLike) -> list[Path]:
+    """Temporary files `AtomicCheckpointIO` leaves behind when the process is killed mid-write."""
+    return sorted(Path(dirpath).glob(".*.ckpt.tmp")) if Path(dirpath).is_dir() else []
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` that keeps a run directory trustworthy across stops and resumes.
+
+    - The batch at which training stops (`max_steps`, `max_time` or any `should_stop`) writes `last.ckpt`
+      there, in `on_train_batch_end`, so a resume from it continues mid-epoch exactly. Lightning's own
+      end-of-training save (in `on_train_end`) records the interrupted epoch as finished, and a run resumed
+      from it would start a new epoch (other batches, other weights).
+    - No version counter: a file written again (`last.ckpt` of a moved or copied run, `stepN.ckpt` after an
+      interrupted save) replaces the old one instead of appearing as `last-v1.ckpt` / `stepN-v1.ckpt` beside
+      a stale original, so `last.ckpt` is always the newest state.
+    - Temporary files of a save killed mid-write are removed when training starts.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("enable_version_counter", False)
+        super().__init__(*args, **kwargs)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.is_global_zero and self.dirpath:
+            for tmp in stale_temp_files(self.dirpath):
+                log.info("Removing %s, left by a checkpoint save that was interrupted.", tmp)
+                tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def stops_after_this_batch(trainer: L.Trainer) -> bool:
+        """True when the fit loop will exit after the current batch (step budget or a stop request)."""
+        if trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step:
+            return True
+        return bool(trainer.should_stop) and trainer.fit_loop._can_stop_early
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.save_last and self.stops_after_this_batch(trainer) and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def run_dir_of(trainer: L.Trainer) -> Path:

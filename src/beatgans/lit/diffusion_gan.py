@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from beatgans.gan import AdaptiveDiffusion, mode_coverage
-from beatgans.lit.diffusion_module import NonFiniteLossError, build_optimizer, rng_state, set_rng_state
+from beatgans.lit.diffusion_module import NonFiniteLossError, build_optimizer
 from beatgans.lit.ema import EMA
 from beatgans.utils.logging import get_logger
 
@@ -309,12 +309,9 @@ class DiffusionGANModule(L.LightningModule):
         self.iteration = int(state["gan_iteration"])
         self.history = list(state["gan_history"])
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["rng_state"] = rng_state()  # the controller state is in the state dict (get_extra_state)
-
+    # The controller state is in the state dict (get_extra_state); the global RNG state travels with the
+    # training loader's state (`beatgans.data.ResumableDataLoader`).
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "adaptive_diffusion" in checkpoint:  # checkpoints written before the state-dict extra state
             self.set_extra_state({k: checkpoint.get(k, d) for k, d in
                                   (("adaptive_diffusion", None), ("gan_iteration", 0), ("gan_history", []))})
-        if "rng_state" in checkpoint:
-            set_rng_state(checkpoint["rng_state"])

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import random
 from typing import Callable, Iterator, Sequence
 
 import lightning as L
-import numpy as np
 import torch
 from torch import nn
 
@@ -21,28 +19,13 @@ from beatgans.diffusion import (
 )
 from beatgans.lit.ema import EMA
 from beatgans.utils.logging import get_logger
+from beatgans.utils.rng import rng_state, set_rng_state  # noqa: F401  (re-exported)
 
 log = get_logger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss becomes NaN or inf; the run stops before any checkpoint is written."""
-
-
-def rng_state() -> dict:
-    """Python, numpy and torch (CPU and CUDA) RNG states, for exact resumption."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"].cpu() if hasattr(state["torch"], "cpu") else state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def build_optimizer(factory: Callable, params, **overrides) -> torch.optim.Optimizer:
@@ -103,7 +86,6 @@ class DiffusionModule(L.LightningModule):
             raise ValueError(f"timestep_sampler must be 'uniform' or 'loss-second-moment', got {timestep_sampler!r}.")
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
-        self._pending_rng: dict | None = None
 
     # ------------------------------------------------------------------ training
     def _step_generators(self, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
@@ -157,11 +139,6 @@ class DiffusionModule(L.LightningModule):
         return opt
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        if self._pending_rng is not None:
-            # Restored here, not in on_load_checkpoint: building the resumed data iterator draws from the
-            # global RNG, which an uninterrupted run did at the start of the epoch instead.
-            set_rng_state(self._pending_rng)
-            self._pending_rng = None
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
     # ------------------------------------------------------------------ validation
@@ -207,13 +184,13 @@ class DiffusionModule(L.LightningModule):
                            labels=labels, num_classes=self.num_classes, eta=eta, device=self.device)
 
     # ------------------------------------------------------------------ checkpoints
+    # The global RNG state travels with the training loader's state (`beatgans.data.ResumableDataLoader`),
+    # which restores it at the point of the random stream where the uninterrupted run was.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["rng_state"] = rng_state()
         if isinstance(self.t_sampler, LossSecondMomentResampler):
             checkpoint["t_sampler"] = self.t_sampler.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._pending_rng = checkpoint.get("rng_state")
         if "t_sampler" in checkpoint and isinstance(self.t_sampler, LossSecondMomentResampler):
             self.t_sampler.load_state_dict(checkpoint["t_sampler"])
 
