@@ -46,8 +46,19 @@ def fail(message: str) -> None:
     raise SystemExit(EXIT_USER_ERROR)
 
 
+def in_multirun() -> bool:
+    """True inside a Hydra multirun job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def exit_on_user_error(fn: F) -> F:
-    """Decorate an entry point: a `UserError` becomes one line and exit code 2, other errors propagate."""
+    """Decorate an entry point: a `UserError` becomes one line and exit code 2, other errors propagate.
+
+    Inside a multirun the line is printed and the error is re-raised instead, so Hydra marks the job failed, the
+    sweep summary lists it, the other jobs still run, and the sweep exits non-zero at the end."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -57,6 +68,10 @@ def exit_on_user_error(fn: F) -> F:
             err = find_user_error(exc)
             if err is None:
                 raise
-            fail(" ".join(str(err).split()) or type(err).__name__)
+            message = " ".join(str(err).split()) or type(err).__name__
+            if in_multirun():
+                print(f"Error: {message}", file=sys.stderr, flush=True)
+                raise
+            fail(message)
 
     return wrapper  # type: ignore[return-value]
