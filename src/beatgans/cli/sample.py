@@ -90,7 +90,7 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
 
 def _sample_indices(net, loaded, chunk, shape, cfg, labels, wrapper, cond_fn, device) -> torch.Tensor:
     """Samples for the indices `chunk`; sample i always uses seed `cfg.seed + i`."""
-    from beatgans.lit.diffusion_module import sample_with
+    from beatgans.diffusion.sampling import sample_with
 
     return sample_with(net, loaded.diffusion, len(chunk), shape, seeds=[cfg.seed + int(i) for i in chunk],
                        sampler=cfg.sampler.name, steps=cfg.sampler.steps, labels=labels,

@@ -70,7 +70,7 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
 
 
 def only_ema_in_eval_mode(module) -> bool:
-    """True when the modules in eval mode are exactly the EMA shadows (kept in eval by `beatgans.lit.ema.EMA`)."""
+    """True when the modules in eval mode are exactly the EMA shadows (kept in eval by `beatgans.nets.ema.EMA`)."""
     names = [n for n, m in module.named_modules() if not m.training]
     return bool(names) and all(n == "ema" or n.startswith("ema.") for n in names)
 
