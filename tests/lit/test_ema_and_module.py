@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from beatgans.diffusion import create_diffusion
-from beatgans.lit.callbacks import AtomicCheckpointIO
 from beatgans.diffusion.sampling import respaced
+from beatgans.lit.callbacks import AtomicCheckpointIO
 from beatgans.lit.diffusion_module import DiffusionModule, build_optimizer, warmup_lambda
 from beatgans.nets import UNet
 from beatgans.nets.ema import EMA, ema_state_dict_from_checkpoint
