@@ -192,8 +192,8 @@ def test_classifier_guidance_is_the_guided_eps_at_original_timesteps():
         return model(x, t) - sq[t].view(-1, 1, 1, 1) * cond_fn(x, t, y)
 
     x_T = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
-    kw = dict(steps=10, order=2, skip="logsnr", noise=FixedNoise(x_T), clip_denoised=False,
-              model_kwargs={"y": torch.tensor([1, 2])})
+    kw = {"steps": 10, "order": 2, "skip": "logsnr", "noise": FixedNoise(x_T), "clip_denoised": False,
+              "model_kwargs": {"y": torch.tensor([1, 2])}}
     guided = dpm_solver_sample(base, model, x_T.shape, cond_fn=cond_fn, **kw)
     assert [int(t[0]) for t in seen] == solver_timesteps(base, 10, "logsnr")
     torch.testing.assert_close(guided, dpm_solver_sample(base, guided_model, x_T.shape, **kw), rtol=0, atol=1e-10)
@@ -210,7 +210,7 @@ def test_cfg_wrapper_mixes_one_batched_call_per_step():
         return torch.tanh(x + y.to(x.dtype).view(-1, 1, 1, 1) / 10 + t.to(x.dtype).view(-1, 1, 1, 1) / 100)
 
     x_T = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(3))
-    kw = dict(steps=8, order=3, noise=FixedNoise(x_T), model_kwargs={"y": torch.tensor([0, 4])})
+    kw = {"steps": 8, "order": 3, "noise": FixedNoise(x_T), "model_kwargs": {"y": torch.tensor([0, 4])}}
     cond = dpm_solver_sample(base, net, x_T.shape, **kw)
     calls.clear()
     w1 = dpm_solver_sample(base, ClassifierFreeGuidance(net, 1.0, null_label=10), x_T.shape, **kw)

@@ -29,8 +29,16 @@ from .guidance import condition_score
 from .samplers import PerSampleNoise, _start
 from .schedules import space_timesteps
 
-__all__ = ["SKIPS", "solver_timesteps", "make_denoiser", "dpmpp_2m", "dpmpp_3m", "heun",
-           "dpm_solver_sample", "heun_sample"]
+__all__ = [
+    "SKIPS",
+    "dpm_solver_sample",
+    "dpmpp_2m",
+    "dpmpp_3m",
+    "heun",
+    "heun_sample",
+    "make_denoiser",
+    "solver_timesteps",
+]
 
 log = logging.getLogger(__name__)
 

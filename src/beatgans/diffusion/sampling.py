@@ -96,7 +96,7 @@ def sample_with(net: nn.Module, diffusion: GaussianDiffusion, num_samples: int, 
         idx = range(start, min(num_samples, start + batch_size))
         noise = PerSampleNoise([seeds[i] for i in idx], tuple(shape), device)
         kwargs = {"y": labels[start : start + len(idx)].to(device)} if labels is not None else {}
-        common = dict(noise=noise, model_kwargs=kwargs, cond_fn=cond_fn, progress=progress)
+        common = {"noise": noise, "model_kwargs": kwargs, "cond_fn": cond_fn, "progress": progress}
         batch_shape = (len(idx), *shape)
         if sampler == "ddim":
             x = ddim_sample(process, model, batch_shape, eta=eta, **common)
