@@ -32,7 +32,7 @@ def test_classifier_guidance_through_dpm_solver(guidance_runs, tmp_path, monkeyp
     strong, _, _ = sample_cli.generate(_cfg(r["cond"], tmp_path, *clf, "guidance.scale=50"))
     assert np.array_equal(none, zero) and not np.array_equal(none, strong)
     assert info["nfe"] == 6 and info["sampler"] == "dpm_solver"
-    grid = solver_timesteps(create_diffusion("linear", 50), 6, "logsnr")
+    grid = solver_timesteps(create_diffusion("linear", 50), 6, "time_uniform")
     assert [int(t[0]) for t in seen] == grid * 2  # scale 0 and scale 50 runs
 
 
