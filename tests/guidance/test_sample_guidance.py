@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 import beatgans.cli.sample as sample_cli
 from beatgans.cli.loading import RunError, check_classifier_matches
 from beatgans.diffusion import create_diffusion
-from beatgans.lit.diffusion_module import respaced
+from beatgans.diffusion.sampling import respaced
 from beatgans.nets import EncoderClassifier, UNet
 from tests.conftest import REPO, compose
 

@@ -87,7 +87,7 @@ def test_config_errors_are_clear(tiny_train_cfg, tmp_path):
 
 
 def test_bf16_precision_and_gradient_accumulation(tiny_train_cfg, tmp_path, monkeypatch):
-    from beatgans.lit.ema import EMA
+    from beatgans.nets.ema import EMA
 
     calls = {"n": 0}
     real = EMA.update

@@ -6,10 +6,11 @@ import torch
 from torch import nn
 
 from beatgans.diffusion import create_diffusion
+from beatgans.diffusion.sampling import respaced
 from beatgans.lit.callbacks import AtomicCheckpointIO
-from beatgans.lit.diffusion_module import DiffusionModule, build_optimizer, respaced, warmup_lambda
-from beatgans.lit.ema import EMA, ema_state_dict_from_checkpoint
+from beatgans.lit.diffusion_module import DiffusionModule, build_optimizer, warmup_lambda
 from beatgans.nets import UNet
+from beatgans.nets.ema import EMA, ema_state_dict_from_checkpoint
 
 
 def test_ema_update_matches_closed_form():

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from beatgans.lit.ema import ema_state_dict_from_checkpoint
+from beatgans.nets.ema import ema_state_dict_from_checkpoint
 from beatgans.utils.errors import UserError
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from beatgans.cli.common import CONFIG_DIR
 from beatgans.cli.errors import exit_on_user_error
 from beatgans.cli.loading import check_classifier_matches, load_classifier, load_model
+from beatgans.diffusion.sampling import sample_with, sampler_nfe
 from beatgans.utils.errors import UserError
 from beatgans.utils.images import save_grid_png, to_uint8
 from beatgans.utils.io import save_samples_npz, write_json
@@ -120,6 +121,9 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
     wrapper, cond_fn, clf_classes = build_guidance(cfg, loaded, device)
     check_against_model(cfg, loaded.diffusion.num_timesteps, loaded.num_classes or clf_classes,
                         "the model" if loaded.num_classes else "the classifier")
+    sampler = OmegaConf.to_container(cfg.sampler)  # every option the sampler uses, checked before sampling
+    nfe = sampler_nfe(loaded.diffusion, sampler["name"], sampler.get("steps"), sampler.get("skip", "time_uniform"),
+                      sampler.get("order", 2))
     net = loaded.net.to(device)
     # Target labels: the model's classes, else (unconditional + classifier guidance) the classifier's.
     labels_all = sample_labels(cfg.num_samples, loaded.num_classes or clf_classes, cfg.classes, cfg.seed)
@@ -136,8 +140,8 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
     elapsed = time.time() - start
     arr = np.concatenate(images) if images else np.zeros((0, shape[1], shape[2], shape[0]), np.uint8)
     labs = labels_all[idx].numpy() if labels_all is not None else None
-    info = {"num_samples": cfg.num_samples, "sampler": cfg.sampler.name, "steps": cfg.sampler.steps,
-            "eta": cfg.sampler.eta, "seed": cfg.seed, "guidance": OmegaConf.to_container(cfg.guidance),
+    info = {"num_samples": cfg.num_samples, "sampler": sampler.pop("name"), **sampler, "nfe": nfe, "seed": cfg.seed,
+            "guidance": OmegaConf.to_container(cfg.guidance),
             "run": cfg.run, "ckpt": str(loaded.ckpt_path), "use_ema": cfg.use_ema,
             "sampling_seconds": round(elapsed, 3), "images_per_second": round(len(idx) / max(elapsed, 1e-9), 3)}
     return arr, labs, info
@@ -145,12 +149,10 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
 
 def _sample_indices(net, loaded, chunk, shape, cfg, labels, wrapper, cond_fn, device) -> torch.Tensor:
     """Samples for the indices `chunk`; sample i always uses seed `cfg.seed + i`."""
-    from beatgans.lit.diffusion_module import sample_with
-
+    options = {k: v for k, v in OmegaConf.to_container(cfg.sampler).items() if k != "name"}
     return sample_with(net, loaded.diffusion, len(chunk), shape, seeds=[cfg.seed + int(i) for i in chunk],
-                       sampler=cfg.sampler.name, steps=cfg.sampler.steps, labels=labels,
-                       num_classes=loaded.num_classes, eta=cfg.sampler.eta, device=device,
-                       model_wrapper=wrapper, cond_fn=cond_fn)
+                       sampler=cfg.sampler.name, labels=labels, num_classes=loaded.num_classes, device=device,
+                       model_wrapper=wrapper, cond_fn=cond_fn, progress=True, **options)
 
 
 def write_outputs(out_dir: Path, images: np.ndarray, labels: np.ndarray | None, info: dict, cfg: DictConfig) -> dict:

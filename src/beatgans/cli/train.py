@@ -63,7 +63,7 @@ def check_task(cfg: DictConfig, datamodule, module) -> None:
 
 
 def only_ema_in_eval_mode(module) -> bool:
-    """True when the modules in eval mode are exactly the EMA shadows (kept in eval by `beatgans.lit.ema.EMA`)."""
+    """True when the modules in eval mode are exactly the EMA shadows (kept in eval by `beatgans.nets.ema.EMA`)."""
     names = [n for n, m in module.named_modules() if not m.training]
     return bool(names) and all(n == "ema" or n.startswith("ema.") for n in names)
 

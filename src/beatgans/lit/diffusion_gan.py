@@ -30,7 +30,7 @@ from torch import nn
 
 from beatgans.gan import AdaptiveDiffusion, mode_coverage
 from beatgans.lit.diffusion_module import NonFiniteLossError, build_optimizer
-from beatgans.lit.ema import EMA
+from beatgans.nets.ema import EMA
 from beatgans.utils.logging import get_logger
 
 log = get_logger(__name__)

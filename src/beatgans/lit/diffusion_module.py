@@ -12,12 +12,10 @@ from torch import nn
 from beatgans.diffusion import (
     GaussianDiffusion,
     LossSecondMomentResampler,
-    PerSampleNoise,
     UniformSampler,
-    ddim_sample,
-    ddpm_sample,
+    sample_with,
 )
-from beatgans.lit.ema import EMA
+from beatgans.nets.ema import EMA
 from beatgans.utils.logging import get_logger
 from beatgans.utils.rng import rng_state, set_rng_state  # noqa: F401  (re-exported)
 
@@ -195,51 +193,4 @@ class DiffusionModule(L.LightningModule):
             self.t_sampler.load_state_dict(checkpoint["t_sampler"])
 
 
-def sample_with(net: nn.Module, diffusion: GaussianDiffusion, num_samples: int, shape: Sequence[int], *,
-                seed: int = 0, seeds: Sequence[int] | None = None, sampler: str = "ddim", steps: int | None = None, labels: torch.Tensor | None = None,
-                num_classes: int | None = None, eta: float = 0.0, device: torch.device | str = "cpu",
-                batch_size: int | None = None, model_wrapper: Callable | None = None,
-                cond_fn: Callable | None = None) -> torch.Tensor:
-    """Sample `num_samples` images from `net` with per-sample seeds (`seeds`, default `seed + i`), so each image is
-    independent of `batch_size`, of the other samples and of the number of processes.
-
-    `steps` respaces the process ("ddim" uses "ddim<steps>" when it divides T evenly, else equal sections).
-    Returns (N, C, H, W) float in [-1, 1] on `device`.
-    """
-    process = respaced(diffusion, sampler, steps)
-    if labels is None and num_classes is not None:
-        labels = torch.arange(num_samples) % num_classes
-    model = model_wrapper(net) if model_wrapper is not None else net
-    seeds = list(seeds) if seeds is not None else [seed + i for i in range(num_samples)]
-    if len(seeds) != num_samples:
-        raise ValueError(f"got {len(seeds)} seeds for {num_samples} samples.")
-    batch_size = batch_size or num_samples
-    outs = []
-    for start in range(0, num_samples, batch_size):
-        idx = range(start, min(num_samples, start + batch_size))
-        noise = PerSampleNoise([seeds[i] for i in idx], tuple(shape), device)
-        kwargs = {"y": labels[start : start + len(idx)].to(device)} if labels is not None else {}
-        if sampler == "ddim":
-            x = ddim_sample(process, model, (len(idx), *shape), eta=eta, noise=noise, model_kwargs=kwargs,
-                            cond_fn=cond_fn)
-        elif sampler == "ddpm":
-            x = ddpm_sample(process, model, (len(idx), *shape), noise=noise, model_kwargs=kwargs, cond_fn=cond_fn)
-        else:
-            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}.")
-        outs.append(x)
-    return torch.cat(outs)
-
-
-def respaced(diffusion: GaussianDiffusion, sampler: str, steps: int | str | None) -> GaussianDiffusion:
-    """The process to sample with: `diffusion` itself when `steps` is None or equals its length."""
-    if steps is None or (isinstance(steps, int) and steps >= diffusion.num_timesteps):
-        return diffusion
-    if isinstance(steps, str):
-        return diffusion.respace(steps)
-    T = diffusion.num_timesteps
-    if sampler == "ddim" and any(len(range(0, T, s)) == steps for s in range(1, T)):
-        return diffusion.respace(f"ddim{steps}")
-    return diffusion.respace(str(steps))
-
-
-__all__ = ["DiffusionModule", "NonFiniteLossError", "sample_with", "respaced", "build_optimizer"]
+__all__ = ["DiffusionModule", "NonFiniteLossError", "build_optimizer"]
