@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, Te
 from beatgans.data.digits import NUM_CLASSES as DIGIT_CLASSES
 from beatgans.data.digits import load_digits
 from beatgans.data.image_folder import DataError, ImageFolderDataset
+from beatgans.data.superres import SuperResDataset, check_low_res_size
 from beatgans.data.toy2d import make_toy2d
 
 
@@ -47,15 +48,18 @@ class ResumableSampler(DistributedSampler):
 
 class BaseDataModule(L.LightningDataModule):
     """Shared loaders: a seeded, epoch-reshuffled, rank-sharded training sampler (so resuming replays the
-    same order) and a fixed validation split taken out of the training data."""
+    same order) and a fixed validation split taken out of the training data. `low_res_size` turns the batches
+    into super-resolution triples (x, y, low_res), see `beatgans.data.superres`."""
 
     image_size: int | None = None
     channels: int = 3
     num_classes: int | None = None
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, val_fraction: float = 0.05, seed: int = 0,
-                 random_flip: bool = False, drop_last: bool = True, pin_memory: bool = False):
+                 random_flip: bool = False, drop_last: bool = True, pin_memory: bool = False,
+                 low_res_size: int | None = None):
         super().__init__()
+        self.low_res_size = low_res_size
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.val_fraction = val_fraction
@@ -79,6 +83,10 @@ class BaseDataModule(L.LightningDataModule):
         train = Subset(full, perm[n_val:]) if n_val else full
         self._val = Subset(full, perm[:n_val]) if n_val else None
         self._train = FlipDataset(train) if self.random_flip else train
+        if self.low_res_size is not None:  # pairs made after the flip, so both halves show the same image
+            check_low_res_size(self.low_res_size, self.image_size)
+            self._train = SuperResDataset(self._train, self.low_res_size)
+            self._val = SuperResDataset(self._val, self.low_res_size) if self._val is not None else None
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

@@ -122,13 +122,14 @@ class DiffusionModule(L.LightningModule):
         return {"y": y}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        x, y, extra = _split_batch(batch)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         host_gen, gen = self._step_generators(x.device)
         t, weights = self.t_sampler.sample(x.shape[0], x.device, generator=host_gen)
         noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-        losses = self.diffusion.training_losses(self.net, x, t, model_kwargs=self._labels(y, True, gen), noise=noise)
+        kwargs = {**self._labels(y, True, gen), **extra}
+        losses = self.diffusion.training_losses(self.net, x, t, model_kwargs=kwargs, noise=noise)
         if isinstance(self.t_sampler, LossSecondMomentResampler):
             all_t = self.all_gather(t).reshape(-1)
             all_l = self.all_gather(losses["loss"].detach()).reshape(-1)
@@ -166,13 +167,13 @@ class DiffusionModule(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
+        x, y, extra = _split_batch(batch)
         # Fixed t and noise per batch so validation losses are comparable across steps.
         gen = torch.Generator(device="cpu").manual_seed(1000 + batch_idx)
         t = torch.randint(0, self.diffusion.num_timesteps, (x.shape[0],), generator=gen).to(x.device)
         noise = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
         ema_net = self.ema.shadow(0)
-        kwargs = self._labels(y, drop=False)
+        kwargs = {**self._labels(y, drop=False), **extra}
         losses = self.diffusion.training_losses(ema_net, x, t, model_kwargs=kwargs, noise=noise)
         self.log("val/loss", losses["loss"].mean(), prog_bar=True, sync_dist=True)
         if batch_idx < self.hparams.val_bpd_batches:
@@ -195,16 +196,25 @@ class DiffusionModule(L.LightningModule):
 
     @torch.no_grad()
     def sample_images(self, num_samples: int, seed: int = 0, sampler: str | None = None, steps: int | None = None,
-                      labels: torch.Tensor | None = None, eta: float = 0.0, ema_index: int = 0) -> torch.Tensor:
+                      labels: torch.Tensor | None = None, eta: float = 0.0, ema_index: int = 0,
+                      low_res: torch.Tensor | None = None) -> torch.Tensor:
         """Generate `num_samples` images with EMA weights; sample i uses seed `seed + i`.
 
         Returns (num_samples, C, H, W) float in [-1, 1]. Labels default to `i % num_classes` when conditional.
+        An upsampler needs `low_res` (N, C, h, w); during training it defaults to validation images' low-res versions.
         """
         net = self.ema.shadow(ema_index)
         shape = (self.net.in_channels, self.net.image_size, self.net.image_size)
+        if low_res is None and getattr(self.net, "low_res_size", None) is not None:
+            from beatgans.data.superres import low_res_for_grid
+
+            k = self.num_classes
+            low_res = low_res_for_grid(self.trainer.datamodule, num_samples,
+                                       labels if labels is not None or not k else torch.arange(num_samples) % k)
         return sample_with(net, self.diffusion, num_samples, shape, seed=seed,
                            sampler=sampler or self.hparams.sample_sampler, steps=steps or self.hparams.sample_steps,
-                           labels=labels, num_classes=self.num_classes, eta=eta, device=self.device)
+                           labels=labels, num_classes=self.num_classes, eta=eta, device=self.device,
+                           model_kwargs={"low_res": low_res} if low_res is not None else None)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -218,13 +228,21 @@ class DiffusionModule(L.LightningModule):
             self.t_sampler.load_state_dict(checkpoint["t_sampler"])
 
 
+def _split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(x, y, extra model kwargs): super-resolution batches (data.low_res_size) carry low_res third."""
+    x, y, *rest = batch
+    return x, y, ({"low_res": rest[0]} if rest else {})
+
+
 def sample_with(net: nn.Module, diffusion: GaussianDiffusion, num_samples: int, shape: Sequence[int], *,
                 seed: int = 0, seeds: Sequence[int] | None = None, sampler: str = "ddim", steps: int | None = None, labels: torch.Tensor | None = None,
                 num_classes: int | None = None, eta: float = 0.0, device: torch.device | str = "cpu",
                 batch_size: int | None = None, model_wrapper: Callable | None = None,
-                cond_fn: Callable | None = None) -> torch.Tensor:
+                cond_fn: Callable | None = None, model_kwargs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Sample `num_samples` images from `net` with per-sample seeds (`seeds`, default `seed + i`), so each image is
     independent of `batch_size`, of the other samples and of the number of processes.
+
+    `model_kwargs` holds more per-sample inputs, each (N, ...) and sliced with the batch (an upsampler's low_res).
 
     `steps` respaces the process ("ddim" uses "ddim<steps>" when it divides T evenly, else equal sections).
     Returns (N, C, H, W) float in [-1, 1] on `device`.
@@ -242,6 +260,7 @@ def sample_with(net: nn.Module, diffusion: GaussianDiffusion, num_samples: int, 
         idx = range(start, min(num_samples, start + batch_size))
         noise = PerSampleNoise([seeds[i] for i in idx], tuple(shape), device)
         kwargs = {"y": labels[start : start + len(idx)].to(device)} if labels is not None else {}
+        kwargs.update({k: v[start : start + len(idx)].to(device) for k, v in (model_kwargs or {}).items()})
         if sampler == "ddim":
             x = ddim_sample(process, model, (len(idx), *shape), eta=eta, noise=noise, model_kwargs=kwargs,
                             cond_fn=cond_fn)
