@@ -12,7 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from beatgans.nets import CheckpointMismatchError, SuperResUNet, UNet, load_openai_checkpoint, to_openai_state_dict
+from beatgans.nets import (
+    CheckpointMismatchError,
+    SuperResUNet,
+    UNet,
+    load_openai_checkpoint,
+    to_openai_state_dict,
+)
 
 TOL = 1e-5
 
