@@ -114,3 +114,20 @@ def test_train_refuses_upsampler_without_pairs_and_pairs_without_upsampler(tmp_p
         _train(tmp_path / "a", "net=digits_upsampler", "data.image_size=16")
     with pytest.raises(ConfigError, match="data.low_res_size"):
         _train(tmp_path / "b", "+data.low_res_size=4")
+
+
+def test_cascade_with_an_openai_layout_upsampler_checkpoint(runs, tmp_path):
+    """upsampler.ckpt=<guided-diffusion SuperResModel .pt> with +net@upsampler.net / +diffusion@upsampler.diffusion."""
+    gd_unet = pytest.importorskip("guided_diffusion.unet")
+    torch.manual_seed(0)
+    oracle = gd_unet.SuperResModel(image_size=16, in_channels=1, model_channels=32, out_channels=1, num_res_blocks=1,
+                                   attention_resolutions=(2, 4), channel_mult=(1, 2, 2), num_classes=10,
+                                   num_head_channels=32, use_scale_shift_norm=True, resblock_updown=True)
+    torch.save(oracle.state_dict(), tmp_path / "up.pt")
+    base, _ = runs
+    cfg = compose("sample", [f"run={base}", f"upsampler.ckpt={tmp_path / 'up.pt'}", "+net@upsampler.net=digits_upsampler",
+                             "upsampler.net.num_classes=10", "+diffusion@upsampler.diffusion=linear",
+                             "upsampler.diffusion.num_timesteps=50", "sampler.steps=2", "upsampler.sampler.steps=2",
+                             "num_samples=2", "batch_size=2"], output_dir=tmp_path / "out")
+    metrics = sample(cfg)
+    assert metrics["upsampler/ckpt"].endswith("up.pt") and np.load(metrics["samples_npz"])["arr_0"].shape == (2, 16, 16, 1)
