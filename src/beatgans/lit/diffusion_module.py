@@ -205,7 +205,7 @@ class DiffusionModule(L.LightningModule):
         """
         net = self.ema.shadow(ema_index)
         shape = (self.net.in_channels, self.net.image_size, self.net.image_size)
-        if low_res is None and getattr(self.net, "low_res_size", None) is not None:
+        if low_res is None and hasattr(self.net, "low_res_size"):  # an upsampler (SuperResUNet)
             from beatgans.data.superres import low_res_for_grid
 
             k = self.num_classes
