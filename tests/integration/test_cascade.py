@@ -125,9 +125,33 @@ def test_cascade_with_an_openai_layout_upsampler_checkpoint(runs, tmp_path):
                                    num_head_channels=32, use_scale_shift_norm=True, resblock_updown=True)
     torch.save(oracle.state_dict(), tmp_path / "up.pt")
     base, _ = runs
-    cfg = compose("sample", [f"run={base}", f"upsampler.ckpt={tmp_path / 'up.pt'}", "+net@upsampler.net=digits_upsampler",
-                             "upsampler.net.num_classes=10", "+diffusion@upsampler.diffusion=linear",
+    cfg = compose("sample", [f"run={base}", f"upsampler.ckpt={tmp_path / 'up.pt'}",
+                             "+net@upsampler.net=digits_upsampler", "upsampler.net.num_classes=10", "+diffusion@upsampler.diffusion=linear",
                              "upsampler.diffusion.num_timesteps=50", "sampler.steps=2", "upsampler.sampler.steps=2",
                              "num_samples=2", "batch_size=2"], output_dir=tmp_path / "out")
     metrics = sample(cfg)
-    assert metrics["upsampler/ckpt"].endswith("up.pt") and np.load(metrics["samples_npz"])["arr_0"].shape == (2, 16, 16, 1)
+    assert metrics["upsampler/ckpt"].endswith("up.pt")
+    assert np.load(metrics["samples_npz"])["arr_0"].shape == (2, 16, 16, 1)
+
+
+def test_guidance_applies_at_the_base_only(runs, tmp_path):
+    """With guidance=cfg the base stage is exactly a guided `beatgans-sample` run; the upsampler runs unguided."""
+    from beatgans.cli.cascade import upsample
+    from beatgans.cli.sample import generate
+
+    base_run = tmp_path / "cfg_base"
+    _train(base_run, "net.null_class=true", "task.p_uncond=0.2", "task.optimizer.lr=0.01")
+    guided = [f"run={base_run}", "use_ema=false", "guidance=cfg", "guidance.scale=3", "sampler.steps=3",
+              "num_samples=4", "batch_size=4", "classes=[1,4]"]
+    cfg = compose("sample", [*guided, f"upsampler.run={runs[1]}", "upsampler.sampler.steps=2"],
+                  output_dir=tmp_path / "out")
+    metrics = sample_cascade(cfg)
+    assert metrics["guidance"] == {"name": "cfg", "scale": 3} == metrics["base/guidance"]
+    base = np.load(tmp_path / "out" / "base_samples_4x8x8x1.npz")
+    plain, labels, _ = generate(compose("sample", guided, output_dir=tmp_path / "plain"))
+    unguided, _, _ = generate(compose("sample", [*guided, "guidance.scale=0"], output_dir=tmp_path / "plain"))
+    assert np.array_equal(base["arr_0"], plain) and not np.array_equal(plain, unguided)
+    final = np.load(metrics["samples_npz"])["arr_0"]
+    again, _ = upsample(load_upsampler(cfg), low_res_from_uint8(base["arr_0"]), labels, np.arange(4), cfg,
+                        torch.device("cpu"))
+    assert np.array_equal(again, final)
