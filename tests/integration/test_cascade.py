@@ -126,9 +126,10 @@ def test_cascade_with_an_openai_layout_upsampler_checkpoint(runs, tmp_path):
     torch.save(oracle.state_dict(), tmp_path / "up.pt")
     base, _ = runs
     cfg = compose("sample", [f"run={base}", f"upsampler.ckpt={tmp_path / 'up.pt'}",
-                             "+net@upsampler.net=digits_upsampler", "upsampler.net.num_classes=10", "+diffusion@upsampler.diffusion=linear",
-                             "upsampler.diffusion.num_timesteps=50", "sampler.steps=2", "upsampler.sampler.steps=2",
-                             "num_samples=2", "batch_size=2"], output_dir=tmp_path / "out")
+                             "+net@upsampler.net=digits_upsampler", "upsampler.net.num_classes=10",
+                             "+diffusion@upsampler.diffusion=linear", "upsampler.diffusion.num_timesteps=50",
+                             "sampler.steps=2", "upsampler.sampler.steps=2", "num_samples=2", "batch_size=2"],
+                  output_dir=tmp_path / "out")
     metrics = sample(cfg)
     assert metrics["upsampler/ckpt"].endswith("up.pt")
     assert np.load(metrics["samples_npz"])["arr_0"].shape == (2, 16, 16, 1)
