@@ -73,6 +73,23 @@ def test_cascade_samples_do_not_depend_on_batch_size(runs, tmp_path):
     assert np.array_equal(a["arr_0"][:3], c["arr_0"])
 
 
+def test_cascade_ranks_merge_to_the_one_process_result(runs, tmp_path):
+    """Ranks take indices r, r + world, ... through both stages; interleaved back they equal one process."""
+    from beatgans.cli.cascade import generate_cascade
+    from beatgans.cli.sample import merge_shards
+
+    cfg = _cfg(runs, tmp_path, "batch_size=2")
+    up = load_upsampler(cfg)
+    base, final, labels, _, _ = generate_cascade(cfg, up)
+    ranks = [generate_cascade(cfg, up, rank=r, world=2) for r in range(2)]
+    for k, (stage, want) in enumerate((("base", base), ("final", final))):
+        (tmp_path / stage).mkdir()
+        for r, parts in enumerate(ranks):
+            np.savez(tmp_path / stage / f".shard_{r}.npz", images=parts[k], labels=parts[2])
+        merged, merged_labels = merge_shards(tmp_path / stage, 2, 5)
+        assert np.array_equal(merged, want) and np.array_equal(merged_labels, labels)
+
+
 def test_upsampler_sees_the_quantised_base_and_its_own_sampler(runs, tmp_path):
     """Upsampling the base's npz by hand (uint8 -> [-1, 1], seeds seed + i + offset) reproduces the cascade."""
     from beatgans.cli.cascade import upsample

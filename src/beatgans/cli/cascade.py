@@ -46,8 +46,6 @@ def _base_net_node(cfg: DictConfig):
 
 def load_upsampler(cfg: DictConfig):
     """Load the upsampler and check, before any sampling, that it can follow the base. Raises `RunError`."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RunError("cascade sampling (upsampler.run / upsampler.ckpt) runs in one process; drop torchrun.")
     up = cfg.upsampler
     loaded = load_model(up.get("run"), up.get("ckpt"), up.get("net"), up.get("diffusion"), up.use_ema, up.ema_index)
     size = getattr(loaded.net, "low_res_size", "absent")
@@ -108,16 +106,68 @@ def write_stage(out_dir: Path, stage: str, images: np.ndarray, labels: np.ndarra
     return metrics
 
 
-def sample_cascade(cfg: DictConfig) -> dict:
-    """Base samples, then their upsampled versions; both written. Returns the metrics.json contents."""
-    out_dir = Path(cfg.paths.output_dir)
+def generate_cascade(cfg: DictConfig, up, rank: int = 0, world: int = 1):
+    """Both stages for this process's indices (rank, rank + world, ...): (base uint8, upsampled uint8, labels,
+    base info, upsampler info)."""
+    images, labels, info = generate(cfg, rank, world)
+    indices = np.arange(rank, cfg.num_samples, world)
+    final, up_info = upsample(up, low_res_from_uint8(images), labels, indices, cfg, _device(cfg))
+    return images, final, labels, info, up_info
+
+
+def _device(cfg: DictConfig) -> torch.device:
     auto = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(auto if cfg.device == "auto" else cfg.device)  # as the base stage resolves it
+    return torch.device(auto if cfg.device == "auto" else cfg.device)  # as the base stage resolves it
+
+
+def _gather(out_dir: Path, rank: int, world: int, num: int, stages: dict, labels) -> dict | None:
+    """torchrun: every rank writes its shards, rank 0 merges them in index order (None on other ranks)."""
+    import torch.distributed as dist
+
+    from beatgans.cli.sample import merge_shards
+
+    for name, images in stages.items():
+        folder = out_dir / f".cascade_{name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / f".shard_{rank}.npz", images=images, labels=labels if labels is not None else np.zeros(0))
+    dist.barrier()
+    if rank != 0:
+        return None
+    merged = {}
+    for name in stages:
+        merged[name] = merge_shards(out_dir / f".cascade_{name}", world, num)
+        (out_dir / f".cascade_{name}").rmdir()
+    return merged
+
+
+def sample_cascade(cfg: DictConfig) -> dict:
+    """Base samples, then their upsampled versions; both written. Returns the metrics.json contents (rank 0).
+
+    Under torchrun each process takes indices r, r + world, ... through both stages and rank 0 merges them;
+    the per-sample seeds make the result identical to one process's.
+    """
+    out_dir = Path(cfg.paths.output_dir)
     up = load_upsampler(cfg)
-    images, labels, info = generate(cfg)
-    base = write_stage(out_dir, "base", images, labels, info, cfg)
-    log.info("Base stage: %d samples in %s", len(images), base["samples_npz"])
-    final, up_info = upsample(up, low_res_from_uint8(images), labels, np.arange(len(images)), cfg, device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank = dist.get_rank()
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        images, final, labels, info, up_info = generate_cascade(cfg, up, rank, world)
+        merged = _gather(out_dir, rank, world, cfg.num_samples, {"base": images, "final": final}, labels)
+        dist.destroy_process_group()
+        if merged is None:
+            return {}
+        (images, labels), (final, _) = merged["base"], merged["final"]
+        write_stage(out_dir, "base", images, labels, info, cfg)
+    else:  # the base stage is on disk before the upsampler starts
+        images, labels, info = generate(cfg)
+        base = write_stage(out_dir, "base", images, labels, info, cfg)
+        log.info("Base stage: %d samples in %s", len(images), base["samples_npz"])
+        final, up_info = upsample(up, low_res_from_uint8(images), labels, np.arange(len(images)), cfg, _device(cfg))
     last = write_stage(out_dir, "upsampler", final, labels, up_info, cfg)
     log.info("Upsampler stage: %d samples in %s", len(final), last["samples_npz"])
     seconds = info["sampling_seconds"] + up_info["sampling_seconds"]
