@@ -155,7 +155,7 @@ def sample_cascade(cfg: DictConfig) -> dict:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         rank = dist.get_rank()
         if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         images, final, labels, info, up_info = generate_cascade(cfg, up, rank, world)
         merged = _gather(out_dir, rank, world, cfg.num_samples, {"base": images, "final": final}, labels)
         dist.destroy_process_group()
