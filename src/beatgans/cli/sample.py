@@ -195,6 +195,10 @@ def judge_and_evaluate(images: np.ndarray, labels: np.ndarray | None, cfg: DictC
 
 def sample(cfg: DictConfig) -> dict:
     """Run sampling in this process (or as one torchrun rank) and write the outputs. Returns metrics (rank 0)."""
+    from beatgans.cli.cascade import cascade_requested, sample_cascade
+
+    if cascade_requested(cfg):  # base -> upsampler (docs/cascades.md)
+        return sample_cascade(cfg)
     out_dir = Path(cfg.paths.output_dir)
     check_request(cfg)
     check_output_dir(out_dir)

@@ -60,6 +60,11 @@ def check_task(cfg: DictConfig, datamodule, module) -> None:
         raise ConfigError(f"net.num_classes={net.num_classes} but task.num_classes={k_task}.")
     if getattr(module, "p_uncond", 0) > 0 and not getattr(net, "null_class", False):
         raise ConfigError("task.p_uncond > 0 trains classifier-free guidance: set net.null_class=true.")
+    up, low = hasattr(net, "low_res_size"), getattr(datamodule, "low_res_size", None)
+    if up != (low is not None) or (up and net.low_res_size not in (None, low)):
+        raise ConfigError(f"an upsampler needs data.low_res_size equal to net.low_res_size, and only an upsampler "
+                          f"takes low-res pairs: got net={type(net).__name__} (low_res_size="
+                          f"{getattr(net, 'low_res_size', None)}) and data.low_res_size={low}.")
 
 
 def only_ema_in_eval_mode(module) -> bool:

@@ -18,6 +18,7 @@ from torch.utils.data import (
 from beatgans.data.digits import NUM_CLASSES as DIGIT_CLASSES
 from beatgans.data.digits import load_digits
 from beatgans.data.image_folder import DataError, ImageFolderDataset, has_class_subfolders, list_images
+from beatgans.data.superres import SuperResDataset, check_low_res_size
 from beatgans.data.toy2d import make_toy2d
 from beatgans.utils.rng import rng_state, set_rng_state
 
@@ -94,7 +95,8 @@ class ResumableDataLoader(DataLoader):
 
 class BaseDataModule(L.LightningDataModule):
     """Shared loaders: a seeded, epoch-reshuffled, rank-sharded training loader that resumes exactly
-    (`ResumableDataLoader`) and a fixed validation split taken out of the training data."""
+    (`ResumableDataLoader`) and a fixed validation split taken out of the training data. `low_res_size` turns
+    the batches into super-resolution triples (x, y, low_res), see `beatgans.data.superres`."""
 
     image_size: int | None = None
     channels: int = 3
@@ -102,8 +104,10 @@ class BaseDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int | None = 64, num_workers: int = 0, val_fraction: float = 0.05, seed: int = 0,
                  random_flip: bool = False, drop_last: bool = True, pin_memory: bool = False,
-                 global_batch_size: int | None = None, micro_batch_size: int | None = None):
+                 global_batch_size: int | None = None, micro_batch_size: int | None = None,
+                 low_res_size: int | None = None):
         super().__init__()
+        self.low_res_size = low_res_size
         # batch_size is per process; the train CLI derives it from global/micro (data/batching.py), which
         # are kept only as a record. Unsplit (one process, outside the train CLI) the global batch is used.
         self.batch_size = batch_size if batch_size is not None else (micro_batch_size or global_batch_size or 64)
@@ -130,6 +134,10 @@ class BaseDataModule(L.LightningDataModule):
         train = Subset(full, perm[n_val:]) if n_val else full
         self._val = Subset(full, perm[:n_val]) if n_val else None
         self._train = FlipDataset(train) if self.random_flip else train
+        if self.low_res_size is not None:  # pairs made after the flip, so both halves show the same image
+            check_low_res_size(self.low_res_size, self.image_size)
+            self._train = SuperResDataset(self._train, self.low_res_size)
+            self._val = SuperResDataset(self._val, self.low_res_size) if self._val is not None else None
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

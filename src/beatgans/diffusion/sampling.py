@@ -72,7 +72,8 @@ def sample_with(net: nn.Module, diffusion: GaussianDiffusion, num_samples: int, 
                 labels: Tensor | None = None, num_classes: int | None = None, eta: float = 0.0,
                 device: torch.device | str = "cpu", batch_size: int | None = None,
                 model_wrapper: Callable | None = None, cond_fn: Callable | None = None, order: int = 2,
-                skip: str = "time_uniform", lower_order_final: bool = True, progress: bool = False) -> Tensor:
+                skip: str = "time_uniform", lower_order_final: bool = True, progress: bool = False,
+                model_kwargs: dict[str, Tensor] | None = None, clip_denoised: bool = True) -> Tensor:
     """Sample `num_samples` images from `net` with per-sample seeds (`seeds`, default `seed + i`), so each image
     is independent of `batch_size`, of the other samples and of the number of processes.
 
@@ -80,7 +81,9 @@ def sample_with(net: nn.Module, diffusion: GaussianDiffusion, num_samples: int, 
     "dpm_solver" (DPM-Solver++ of `order` 2 or 3) | "heun" over `steps` grid points of `diffusion` chosen by
     `skip` ("time_uniform" | "logsnr", see :func:`solver_timesteps`). `labels` (N,) int64 default to
     `i % num_classes` when `num_classes` is set; `model_wrapper(net)` (e.g. classifier-free guidance) is what the
-    sampler calls. Returns (N, C, H, W) float, approximately in [-1, 1], on `device`.
+    sampler calls. `model_kwargs` holds more per-sample inputs, each (N, ...), sliced with each batch (an
+    upsampler's `low_res`, a latent model's context); `clip_denoised` clamps every x0 prediction to [-1, 1]
+    (turn it off for latents, which are not bounded). Returns (N, C, H, W) float on `device`.
     """
     _check_options(diffusion, sampler, steps, order, skip)
     process = respaced(diffusion, sampler, steps) if sampler in ("ddpm", "ddim") else diffusion
@@ -96,7 +99,9 @@ def sample_with(net: nn.Module, diffusion: GaussianDiffusion, num_samples: int, 
         idx = range(start, min(num_samples, start + batch_size))
         noise = PerSampleNoise([seeds[i] for i in idx], tuple(shape), device)
         kwargs = {"y": labels[start : start + len(idx)].to(device)} if labels is not None else {}
-        common = {"noise": noise, "model_kwargs": kwargs, "cond_fn": cond_fn, "progress": progress}
+        kwargs.update({k: v[start : start + len(idx)].to(device) for k, v in (model_kwargs or {}).items()})
+        common = {"noise": noise, "model_kwargs": kwargs, "cond_fn": cond_fn, "progress": progress,
+                  "clip_denoised": clip_denoised}
         batch_shape = (len(idx), *shape)
         if sampler == "ddim":
             x = ddim_sample(process, model, batch_shape, eta=eta, **common)

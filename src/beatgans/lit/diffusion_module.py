@@ -102,13 +102,14 @@ class DiffusionModule(L.LightningModule):
         return {"y": y}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        x, y, extra = _split_batch(batch)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         host_gen, gen = self._step_generators(x.device)
         t, weights = self.t_sampler.sample(x.shape[0], x.device, generator=host_gen)
         noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-        losses = self.diffusion.training_losses(self.net, x, t, model_kwargs=self._labels(y, True, gen), noise=noise)
+        kwargs = {**self._labels(y, True, gen), **extra}
+        losses = self.diffusion.training_losses(self.net, x, t, model_kwargs=kwargs, noise=noise)
         if isinstance(self.t_sampler, LossSecondMomentResampler):
             all_t = self.all_gather(t).reshape(-1)
             all_l = self.all_gather(losses["loss"].detach()).reshape(-1)
@@ -141,13 +142,13 @@ class DiffusionModule(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
+        x, y, extra = _split_batch(batch)
         # Fixed t and noise per batch so validation losses are comparable across steps.
         gen = torch.Generator(device="cpu").manual_seed(1000 + batch_idx)
         t = torch.randint(0, self.diffusion.num_timesteps, (x.shape[0],), generator=gen).to(x.device)
         noise = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
         ema_net = self.ema.shadow(0)
-        kwargs = self._labels(y, drop=False)
+        kwargs = {**self._labels(y, drop=False), **extra}
         losses = self.diffusion.training_losses(ema_net, x, t, model_kwargs=kwargs, noise=noise)
         self.log("val/loss", losses["loss"].mean(), prog_bar=True, sync_dist=True)
         if batch_idx < self.hparams.val_bpd_batches:
@@ -170,16 +171,25 @@ class DiffusionModule(L.LightningModule):
 
     @torch.no_grad()
     def sample_images(self, num_samples: int, seed: int = 0, sampler: str | None = None, steps: int | None = None,
-                      labels: torch.Tensor | None = None, eta: float = 0.0, ema_index: int = 0) -> torch.Tensor:
+                      labels: torch.Tensor | None = None, eta: float = 0.0, ema_index: int = 0,
+                      low_res: torch.Tensor | None = None) -> torch.Tensor:
         """Generate `num_samples` images with EMA weights; sample i uses seed `seed + i`.
 
         Returns (num_samples, C, H, W) float in [-1, 1]. Labels default to `i % num_classes` when conditional.
+        An upsampler needs `low_res` (N, C, h, w); during training it defaults to validation images' low-res versions.
         """
         net = self.ema.shadow(ema_index)
         shape = (self.net.in_channels, self.net.image_size, self.net.image_size)
+        if low_res is None and hasattr(self.net, "low_res_size"):  # an upsampler (SuperResUNet)
+            from beatgans.data.superres import low_res_for_grid
+
+            k = self.num_classes
+            low_res = low_res_for_grid(self.trainer.datamodule, num_samples,
+                                       labels if labels is not None or not k else torch.arange(num_samples) % k)
         return sample_with(net, self.diffusion, num_samples, shape, seed=seed,
                            sampler=sampler or self.hparams.sample_sampler, steps=steps or self.hparams.sample_steps,
-                           labels=labels, num_classes=self.num_classes, eta=eta, device=self.device)
+                           labels=labels, num_classes=self.num_classes, eta=eta, device=self.device,
+                           model_kwargs={"low_res": low_res} if low_res is not None else None)
 
     # ------------------------------------------------------------------ checkpoints
     # The global RNG state travels with the training loader's state (`beatgans.data.ResumableDataLoader`),
@@ -191,6 +201,12 @@ class DiffusionModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "t_sampler" in checkpoint and isinstance(self.t_sampler, LossSecondMomentResampler):
             self.t_sampler.load_state_dict(checkpoint["t_sampler"])
+
+
+def _split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(x, y, extra model kwargs): super-resolution batches (data.low_res_size) carry low_res third."""
+    x, y, *rest = batch
+    return x, y, ({"low_res": rest[0]} if rest else {})
 
 
 __all__ = ["DiffusionModule", "NonFiniteLossError", "build_optimizer"]

@@ -6,12 +6,13 @@ Pure torch (no Lightning, no Hydra): ``from beatgans.nets import UNet`` works in
 from beatgans.nets.classifier import EncoderClassifier
 from beatgans.nets.convert import CheckpointMismatchError, load_openai_checkpoint, to_openai_state_dict
 from beatgans.nets.ema import EMA, ema_state_dict_from_checkpoint
-from beatgans.nets.unet import UNet, default_channel_mult
+from beatgans.nets.unet import SuperResUNet, UNet, default_channel_mult
 
 __all__ = [
     "CheckpointMismatchError",
     "EMA",
     "EncoderClassifier",
+    "SuperResUNet",
     "UNet",
     "default_channel_mult",
     "ema_state_dict_from_checkpoint",

@@ -9,6 +9,11 @@ checkpoint is only correct with the flag the checkpoint was trained with.
 
 Our names are derived from the modules' ``OPENAI_NAMES`` tables (see `beatgans.nets.layers`); the
 mapping is a pure renaming plus dropping/adding trailing singleton dims (1x1 conv <-> linear).
+
+Upsamplers (``64_256_upsampler.pt``, ``128_512_upsampler.pt``, guided-diffusion's ``SuperResModel``) share
+the UNet layout; only the stem sees twice the image channels (x_t, then the resized low-res image), which
+`beatgans.nets.SuperResUNet` reproduces, so the same strict renaming loads them. Loading one into the
+wrong kind of net is refused with a hint naming the right one.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 from torch import nn
 
 from beatgans.nets.classifier import EncoderClassifier
-from beatgans.nets.unet import UNet
+from beatgans.nets.unet import SuperResUNet, UNet
 from beatgans.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -119,6 +124,9 @@ def convert_openai_state_dict(net: nn.Module, theirs: Mapping[str, torch.Tensor]
     ]
     if missing or unexpected or mismatched:
         lines = [f"checkpoint does not match {type(net).__name__}:"]
+        hint = _upsampler_hint(net, theirs)
+        if hint:
+            lines[0] += f" {hint}"
         for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
             if items:
                 lines.append(f"  {len(items)} {title} key(s):")
@@ -127,11 +135,25 @@ def convert_openai_state_dict(net: nn.Module, theirs: Mapping[str, torch.Tensor]
     return {o: theirs[k].reshape(ours[o].shape).to(ours[o].dtype) for o, k in key_map.items()}
 
 
+def _upsampler_hint(net: nn.Module, theirs: Mapping[str, torch.Tensor]) -> str:
+    """One sentence when the stem's input channels say upsampler vs plain UNet is the wrong kind of net."""
+    stem = theirs.get("input_blocks.0.0.weight")
+    if not isinstance(net, UNet) or stem is None or stem.ndim != 4:
+        return ""
+    ours = net.stem.weight.shape[1]
+    if stem.shape[1] == 2 * ours:
+        return ("It is an upsampler checkpoint (its stem takes x_t and the low-res image): build "
+                "beatgans.nets.SuperResUNet, e.g. net=imagenet64_256_upsampler or net=imagenet128_512_upsampler.")
+    if 2 * stem.shape[1] == ours and isinstance(net, SuperResUNet):
+        return "It is a plain UNet checkpoint, not an upsampler: build beatgans.nets.UNet."
+    return ""
+
+
 def load_openai_checkpoint(net: nn.Module, path_or_state_dict) -> nn.Module:
     """Load a guided-diffusion / improved-diffusion checkpoint (path or state dict) into ``net`` in place.
 
     ``net`` must be built with the checkpoint's configuration (width, multipliers, heads, attention
-    order, learn_sigma, num_classes without the CFG null row). Returns ``net``.
+    order, learn_sigma, num_classes without the CFG null row; `SuperResUNet` for upsamplers). Returns ``net``.
     """
     state = convert_openai_state_dict(net, _read(path_or_state_dict))
     net.load_state_dict(state, strict=True)

@@ -256,3 +256,45 @@ class UNet(nn.Module):
         for block in self.decoder:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
         return self.out_conv(F.silu(self.out_norm(h)))
+
+
+class SuperResUNet(UNet):
+    """ADM's upsampling UNet (ADM Sec. 4 / Table 5, "ADM-U"): a `UNet` whose stem also sees the low-res image.
+
+    The low-resolution image is resized to x_t's size with bilinear interpolation (torch defaults:
+    ``align_corners=False``, no antialiasing, as ADM) and concatenated AFTER x_t on the channel axis,
+    so the stem has ``2 * in_channels`` inputs. Everything else (class conditioning, learned sigma,
+    every ablation knob) is the plain `UNet`'s; OpenAI's ``SuperResModel`` checkpoints load with
+    `beatgans.nets.load_openai_checkpoint`.
+
+    Args:
+        image_size, in_channels, ...: as `UNet`; ``in_channels`` counts the IMAGE channels (x_t and
+            low_res each have that many), so samplers still draw (B, in_channels, H, W) noise.
+        low_res_size: side of the low-resolution inputs it was trained on (64 for 64 -> 256); when set,
+            other sizes are refused. None accepts any size.
+
+    Shapes: ``forward(x (B, C, H, W), t (B,) int64, y (B,) int64 | None, low_res (B, C, h, w) in [-1, 1])
+    -> (B, out_channels, H, W)``.
+    """
+
+    def __init__(self, image_size: int, in_channels: int, model_channels: int, num_res_blocks: int,
+                 attention_resolutions: Sequence[int], *, low_res_size: int | None = None,
+                 learn_sigma: bool = False, out_channels: int | None = None, **kwargs):
+        out_channels = out_channels or (2 * in_channels if learn_sigma else in_channels)
+        super().__init__(image_size, 2 * in_channels, model_channels, num_res_blocks, attention_resolutions,
+                         learn_sigma=learn_sigma, out_channels=out_channels, **kwargs)
+        self.in_channels = in_channels  # image channels; the stem takes x_t and the resized low_res
+        self.low_res_size = low_res_size
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                low_res: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        if low_res is None:
+            raise ValueError("this UNet is an upsampler (SuperResUNet): pass low_res=(B, C, h, w) images in [-1, 1]")
+        if low_res.shape[:2] != x.shape[:2] or low_res.ndim != 4:
+            raise ValueError(f"low_res must be (B, C, h, w) = ({x.shape[0]}, {x.shape[1]}, h, w) like x, "
+                             f"got {tuple(low_res.shape)}")
+        if self.low_res_size is not None and low_res.shape[-2:] != (self.low_res_size, self.low_res_size):
+            raise ValueError(f"this upsampler was built for {self.low_res_size}px low-res inputs, got "
+                             f"{low_res.shape[-2]}x{low_res.shape[-1]}; resize them or set net.low_res_size")
+        upsampled = F.interpolate(low_res.to(x.dtype), size=x.shape[-2:], mode="bilinear")
+        return super().forward(torch.cat([x, upsampled], dim=1), t, y, **kwargs)
