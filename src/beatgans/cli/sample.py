@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from beatgans.cli.common import CONFIG_DIR
+from beatgans.cli.latent import load_latent_sampler
 from beatgans.cli.loading import check_classifier_matches, load_classifier, load_model
 from beatgans.utils.images import save_grid_png, to_uint8
 from beatgans.utils.io import save_samples_npz, update_json
@@ -67,16 +68,20 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
                           ("cpu" if cfg.device == "auto" else cfg.device))
     loaded = load_model(cfg.run, cfg.ckpt, cfg.get("net"), cfg.get("diffusion"), cfg.use_ema, cfg.ema_index)
     net = loaded.net.to(device)
-    wrapper, cond_fn, clf_classes = build_guidance(cfg, loaded, device)
+    latent = load_latent_sampler(cfg, loaded, device)  # latent diffusion / cross-attention runs; None otherwise
+    wrapper, cond_fn, clf_classes = build_guidance(cfg, loaded, device) if latent is None else (None, None, None)
     # Target labels: the model's classes, else (unconditional + classifier guidance) the classifier's.
-    labels_all = sample_labels(cfg.num_samples, loaded.num_classes or clf_classes, cfg.classes, cfg.seed)
+    labels_all = sample_labels(cfg.num_samples, loaded.num_classes or clf_classes or (latent and latent.num_classes),
+                               cfg.classes, cfg.seed)
+    labels_all = latent.set_conditions(cfg.num_samples, labels_all) if latent else labels_all  # prompts -> labels
     idx = np.arange(rank, cfg.num_samples, world)
     shape = (net.in_channels, net.image_size, net.image_size)
     images, start = [], time.time()
     for lo in range(0, len(idx), cfg.batch_size):
         chunk = idx[lo : lo + cfg.batch_size]
         labels = labels_all[chunk] if labels_all is not None else None
-        x = _sample_indices(net, loaded, chunk, shape, cfg, labels, wrapper, cond_fn, device)
+        x = latent.sample(chunk) if latent else _sample_indices(net, loaded, chunk, shape, cfg, labels, wrapper,
+                                                                 cond_fn, device)
         images.append(to_uint8(x).cpu().numpy())
     elapsed = time.time() - start
     arr = np.concatenate(images) if images else np.zeros((0, shape[1], shape[2], shape[0]), np.uint8)
@@ -85,6 +90,8 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
             "eta": cfg.sampler.eta, "seed": cfg.seed, "guidance": OmegaConf.to_container(cfg.guidance),
             "run": cfg.run, "ckpt": str(loaded.ckpt_path), "use_ema": cfg.use_ema,
             "sampling_seconds": round(elapsed, 3), "images_per_second": round(len(idx) / max(elapsed, 1e-9), 3)}
+    if latent and latent.prompts:
+        info["prompts"] = latent.prompts
     return arr, labs, info
 
 
