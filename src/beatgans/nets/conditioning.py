@@ -171,11 +171,14 @@ class TextTransformerEncoder(_TextConditions, nn.Module):
     def forward(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.tokenizer.encode(list(prompts))
         device = self.token_embedding.weight.device
-        ids, mask = ids.to(device), mask.to(device)
+        return self.encode_ids(ids.to(device), mask.to(device)), mask.to(device)
+
+    def encode_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids + (B, L) bool mask -> (B, L, D) context; padded positions are never attended to."""
         x = self.token_embedding(ids) + self.position_embedding.weight[None, : ids.shape[1]]
         for layer in self.layers:
             x = layer(x, mask)
-        return self.final_norm(x), mask
+        return self.final_norm(x)
 
     def get_extra_state(self) -> dict:
         return self.tokenizer.state()
