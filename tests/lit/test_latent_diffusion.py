@@ -200,6 +200,7 @@ def test_class_token_run_trains_and_samples_classes(tmp_path):
     (["net.context_dim=8"], "net.context_dim=8 but the condition encoder gives 32-wide tokens"),
     (["data=digits", "data.num_classes=null"], "the condition encoder reads text but data DigitsDataModule gives labels"),
     (["net.image_size=4"], "set net.image_size=8"),
+    (["task.sample_prompts=null"], "set task.sample_prompts"),
 ])
 def test_bad_latent_configs_fail_before_training(tmp_path, override, message):
     from beatgans.cli.train import train

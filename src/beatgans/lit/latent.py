@@ -137,6 +137,8 @@ def check_latent_setup(module: nn.Module, datamodule) -> None:
     if encoder is not None and ctx != encoder.context_dim:
         raise ValueError(f"net.context_dim={ctx} but the condition encoder gives {encoder.context_dim}-wide tokens; "
                          f"set net.context_dim={encoder.context_dim}.")
+    if encoder is not None and encoder.kind == "text" and not module.hparams.get("sample_prompts"):
+        raise ValueError("a text-conditioned model samples its grids from prompts: set task.sample_prompts=[...].")
     if encoder is None and ctx is not None:
         raise ValueError("net.context_dim is set but the task has no condition encoder; set task.cond_encoder.")
     if encoder is not None and getattr(net, "num_classes", None) is not None:
