@@ -209,3 +209,21 @@ def test_bad_latent_configs_fail_before_training(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_text_run_resumes_exactly(tmp_path):
+    """4 steps straight == 2 steps, resume, 2 more: the net, the text encoder and both EMAs (captions are drawn
+    from the global RNG, which the checkpoint restores)."""
+    from beatgans.cli.train import train
+
+    common = ["experiment=digits/ldm_text", *LDM_TINY, "cond_encoder.depth=1", "task.ema_rates=[0.9]",
+              "callbacks.model_checkpoint.every_n_train_steps=2"]
+    train(compose("train", [*common, "trainer.max_steps=4"], output_dir=tmp_path / "straight"))
+    train(compose("train", [*common, "trainer.max_steps=2"], output_dir=tmp_path / "resumed"))
+    train(compose("train", [*common, "trainer.max_steps=4", "ckpt_path=last"], output_dir=tmp_path / "resumed"))
+    a, b = (torch.load(tmp_path / r / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+            for r in ("straight", "resumed"))
+    assert a.keys() == b.keys() and any(k.startswith("cond_ema.") for k in a)
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), k

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,7 +91,10 @@ def test_captioned_digits_batches_are_images_and_captions():
     x, captions = next(iter(dm.train_dataloader()))
     assert x.shape == (16, 1, 8, 8) and len(captions) == 16 and all(isinstance(c, str) for c in captions)
     assert all(prompt_label(c) is not None for c in captions)
-    strokes = dm._train.dataset.strokes if hasattr(dm._train, "dataset") else dm._train.strokes
+    data = dm._train.dataset
+    strokes = data.strokes
+    for k in range(10):  # every class is captioned in every phrasing
+        assert set(np.asarray(data.choice)[data.labels.numpy() == k]) == set(range(len(TRAIN_PHRASINGS)))
     assert 0.4 < strokes.count("thick") / len(strokes) < 0.6  # above / below each class's median ink
     with pytest.raises(ValueError, match="num_classes=null"):
         CaptionedDigitsDataModule(num_classes=10)

@@ -74,20 +74,25 @@ def stroke_words(images: torch.Tensor, labels: torch.Tensor) -> list[str]:
 
 
 class CaptionedDigits(Dataset):
-    """(image (1, S, S) in [-1, 1], caption str); each access draws one of ``phrasings`` from torch's
-    global generator (seeded by the run, restored on resume, as the random flip is)."""
+    """(image (1, S, S) in [-1, 1], caption str); image i keeps one phrasing, drawn once from ``seed``.
 
-    def __init__(self, image_size: int = 16, phrasings=TRAIN_PHRASINGS):
+    A fixed phrasing per image (each phrasing still covers ~1/len(phrasings) of every class) keeps the
+    batches a pure function of the sampler's indices, so a resumed run sees exactly the captions an
+    uninterrupted one would (a draw per access would depend on when the global RNG is restored).
+    """
+
+    def __init__(self, image_size: int = 16, phrasings=TRAIN_PHRASINGS, seed: int = 0):
         self.images, self.labels = load_digits(image_size)
         self.strokes = stroke_words(self.images, self.labels)
         self.phrasings = tuple(phrasings)
+        self.choice = torch.randint(len(self.phrasings), (len(self.labels),),
+                                    generator=torch.Generator().manual_seed(seed)).tolist()
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
-        j = int(torch.randint(len(self.phrasings), ()))
-        return self.images[i], caption(int(self.labels[i]), self.phrasings[j], self.strokes[i])
+        return self.images[i], caption(int(self.labels[i]), self.phrasings[self.choice[i]], self.strokes[i])
 
 
 class CaptionedDigitsDataModule(DigitsDataModule):
@@ -109,7 +114,7 @@ class CaptionedDigitsDataModule(DigitsDataModule):
         self.phrasings = TRAIN_PHRASINGS if phrasings == "train" else HELDOUT_PHRASINGS
 
     def build(self) -> Dataset:
-        return CaptionedDigits(self.image_size, self.phrasings)
+        return CaptionedDigits(self.image_size, self.phrasings, self.seed)
 
 
 __all__ = [
