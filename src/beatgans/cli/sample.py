@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from beatgans.cli.common import CONFIG_DIR
 from beatgans.cli.errors import exit_on_user_error
+from beatgans.cli.latent import load_latent_sampler
 from beatgans.cli.loading import check_classifier_matches, load_classifier, load_model
 from beatgans.diffusion.sampling import sample_with, sampler_nfe
 from beatgans.utils.errors import UserError
@@ -118,15 +119,18 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
                           ("cpu" if cfg.device == "auto" else cfg.device))
     check_request(cfg)
     loaded = load_model(cfg.run, cfg.ckpt, cfg.get("net"), cfg.get("diffusion"), cfg.use_ema, cfg.ema_index)
-    wrapper, cond_fn, clf_classes = build_guidance(cfg, loaded, device)
+    net = loaded.net.to(device)
+    latent = load_latent_sampler(cfg, loaded, device)  # latent diffusion / cross-attention runs; None otherwise
+    wrapper, cond_fn, clf_classes = build_guidance(cfg, loaded, device) if latent is None else (None, None, None)
     check_against_model(cfg, loaded.diffusion.num_timesteps, loaded.num_classes or clf_classes,
                         "the model" if loaded.num_classes else "the classifier")
     sampler = OmegaConf.to_container(cfg.sampler)  # every option the sampler uses, checked before sampling
     nfe = sampler_nfe(loaded.diffusion, sampler["name"], sampler.get("steps"), sampler.get("skip", "time_uniform"),
                       sampler.get("order", 2))
-    net = loaded.net.to(device)
     # Target labels: the model's classes, else (unconditional + classifier guidance) the classifier's.
-    labels_all = sample_labels(cfg.num_samples, loaded.num_classes or clf_classes, cfg.classes, cfg.seed)
+    labels_all = sample_labels(cfg.num_samples, loaded.num_classes or clf_classes or (latent and latent.num_classes),
+                               cfg.classes, cfg.seed)
+    labels_all = latent.set_conditions(cfg.num_samples, labels_all) if latent else labels_all  # prompts -> labels
     idx = np.arange(rank, cfg.num_samples, world)
     shape = (net.in_channels, net.image_size, net.image_size)
     images, start = [], time.time()
@@ -134,7 +138,8 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
         for lo in range(0, len(idx), cfg.batch_size):
             chunk = idx[lo : lo + cfg.batch_size]
             labels = labels_all[chunk] if labels_all is not None else None
-            x = _sample_indices(net, loaded, chunk, shape, cfg, labels, wrapper, cond_fn, device)
+            x = latent.sample(chunk) if latent else _sample_indices(net, loaded, chunk, shape, cfg, labels, wrapper,
+                                                                     cond_fn, device)
             images.append(to_uint8(x).cpu().numpy())
             bar.update(len(chunk))
     elapsed = time.time() - start
@@ -144,6 +149,8 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
             "guidance": OmegaConf.to_container(cfg.guidance),
             "run": cfg.run, "ckpt": str(loaded.ckpt_path), "use_ema": cfg.use_ema,
             "sampling_seconds": round(elapsed, 3), "images_per_second": round(len(idx) / max(elapsed, 1e-9), 3)}
+    if latent and latent.prompts:
+        info["prompts"] = latent.prompts
     return arr, labs, info
 
 

@@ -48,7 +48,12 @@ def check_task(cfg: DictConfig, datamodule, module) -> None:
             raise ConfigError(
                 f"diffusion.var_type={diffusion.var_type} needs a net with {want} output channels but it has "
                 f"{net.out_channels}; set net.learn_sigma={str(want != net.in_channels).lower()}.")
-    if net is not None and hasattr(net, "image_size") and getattr(datamodule, "image_size", None):
+    latent = getattr(module, "first_stage", None) is not None or getattr(module, "cond_encoder", None) is not None
+    if latent:  # latent diffusion / cross-attention: sizes, channels and context widths (one sentence each)
+        from beatgans.lit.latent import check_latent_setup
+
+        check_latent_setup(module, datamodule)
+    elif net is not None and hasattr(net, "image_size") and getattr(datamodule, "image_size", None):
         if net.image_size != datamodule.image_size:
             raise ConfigError(f"net.image_size={net.image_size} but the data is {datamodule.image_size}px.")
     k_data = getattr(datamodule, "num_classes", None)
@@ -56,6 +61,8 @@ def check_task(cfg: DictConfig, datamodule, module) -> None:
     if k_task is not None and k_data is None:
         raise ConfigError(f"the task is class-conditional ({k_task} classes) but data {cfg.data._target_} has no "
                           "labels; set data.num_classes or task.num_classes=null.")
+    if getattr(module, "cond_encoder", None) is not None:
+        return  # the condition encoder, not the net, carries labels and the null condition
     if net is not None and hasattr(net, "num_classes") and k_task is not None and net.num_classes != k_task:
         raise ConfigError(f"net.num_classes={net.num_classes} but task.num_classes={k_task}.")
     if getattr(module, "p_uncond", 0) > 0 and not getattr(net, "null_class", False):
@@ -68,9 +75,10 @@ def check_task(cfg: DictConfig, datamodule, module) -> None:
 
 
 def only_ema_in_eval_mode(module) -> bool:
-    """True when the modules in eval mode are exactly the EMA shadows (kept in eval by `beatgans.nets.ema.EMA`)."""
+    """True when the modules in eval mode are exactly the EMA shadows (kept in eval by `beatgans.nets.ema.EMA`)
+    and a latent model's frozen first stage."""
     names = [n for n, m in module.named_modules() if not m.training]
-    return bool(names) and all(n == "ema" or n.startswith("ema.") for n in names)
+    return bool(names) and all(n.split(".")[0] in ("ema", "cond_ema", "first_stage") for n in names)
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:

@@ -109,28 +109,41 @@ class ClassifierFreeGuidance(nn.Module):
     are the conditional ones. Mixing the raw output is exact for eps, x0 and v prediction alike,
     since each is an affine function of the others given x_t.
 
+    A context-conditioned model (cross-attention, latent diffusion) gets ``null_context`` instead:
+    the unconditional half sees that context (the encoded null token or empty prompt).
+
     Args:
         model: ``(x, t, y=(B,) int64, **kw) -> (B, C or 2C, ...)``, trained with label dropout.
         scale: guidance weight w.
-        null_label: the label id of the unconditional class.
+        null_label: the label id of the unconditional class (None for a context-conditioned model).
         channels: data channels C; inferred from x when None.
+        null_context: ``(context (1, S, D), mask (1, S) bool)`` of the null condition, for models called
+            with ``context=`` / ``context_mask=`` instead of labels.
     """
 
-    def __init__(self, model: nn.Module, scale: float, null_label: int, channels: int | None = None) -> None:
+    def __init__(self, model: nn.Module, scale: float, null_label: int | None = None, channels: int | None = None,
+                 null_context: tuple[Tensor, Tensor] | None = None) -> None:
         super().__init__()
         self.model = model
         self.scale = float(scale)
-        self.null_label = int(null_label)
+        self.null_label = None if null_label is None else int(null_label)
         self.channels = channels
+        self.null_context = null_context
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, **kwargs) -> Tensor:
-        if y is None:
-            raise ValueError("classifier-free guidance needs class labels y (B,) int64")
         B = x.shape[0]
         C = self.channels or x.shape[1]
-        y_both = torch.cat([y, torch.full_like(y, self.null_label)])
+        if self.null_context is not None:
+            context, mask = self.null_context
+            kwargs["context"] = torch.cat([kwargs["context"], context.expand(B, *context.shape[1:])])
+            kwargs["context_mask"] = torch.cat([kwargs["context_mask"], mask.expand(B, *mask.shape[1:])])
+        elif y is None:
+            raise ValueError("classifier-free guidance needs class labels y (B,) int64")
+        y_both = None if y is None else torch.cat([y, torch.full_like(y, self.null_label)])
         kwargs = {k: _duplicate(v, B) for k, v in kwargs.items()}
-        out = self.model(torch.cat([x, x]), torch.cat([t, t]), y=y_both, **kwargs)
+        if y_both is not None:
+            kwargs["y"] = y_both
+        out = self.model(torch.cat([x, x]), torch.cat([t, t]), **kwargs)
         cond, uncond = out[:B], out[B:]
         mixed = uncond[:, :C] + self.scale * (cond[:, :C] - uncond[:, :C])
         if out.shape[1] == C:

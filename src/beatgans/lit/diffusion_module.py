@@ -58,22 +58,32 @@ class DiffusionModule(L.LightningModule):
         val_bpd_batches: how many validation batches get the full-chain bits/dim (0 = off; it costs T passes).
         seed: timesteps, noise and label dropout of step k on rank r come from a generator seeded by
             (seed, k, r): ranks draw different t and noise, and resuming replays them exactly.
+        first_stage: latent diffusion: a frozen first stage (`beatgans.nets.first_stage`); images are encoded
+            before the loss and samples decoded after, the net works on latents.
+        cond_encoder: a condition encoder (`beatgans.nets.conditioning`) trained jointly (EMA'd with the
+            net) whose context the net cross-attends to; batches carry labels or captions for it, and
+            p_uncond replaces them with its null condition.
+        sample_latents: encode with a sample of the first stage's posterior instead of its mode.
+        sample_prompts: prompts cycled over `sample_images` samples of a text-conditioned model.
     """
 
     def __init__(self, net: nn.Module, diffusion: GaussianDiffusion, optimizer: Callable,
                  ema_rates: Sequence[float] = (0.9999,), timestep_sampler: str = "uniform",
                  num_classes: int | None = None, p_uncond: float = 0.0, warmup_steps: int = 0,
                  sample_sampler: str = "ddim", sample_steps: int = 50, val_bpd_batches: int = 0,
-                 channels_last: bool = False, seed: int = 0):
+                 channels_last: bool = False, seed: int = 0, first_stage: nn.Module | None = None,
+                 cond_encoder: nn.Module | None = None, sample_latents: bool = False,
+                 sample_prompts: Sequence[str] | None = None):
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "diffusion", "optimizer"])
+        self.save_hyperparameters(ignore=["net", "diffusion", "optimizer", "first_stage", "cond_encoder"])
         self.net = net
         self.diffusion = diffusion
         self.optimizer_factory = optimizer
         self.ema = EMA(net, ema_rates)
         self.num_classes = num_classes
         self.p_uncond = float(p_uncond)
-        if p_uncond > 0 and num_classes is None:
+        self._init_conditioning(first_stage, cond_encoder, ema_rates)
+        if p_uncond > 0 and num_classes is None and cond_encoder is None:
             raise ValueError("p_uncond > 0 (classifier-free guidance) needs a class-conditional model: set num_classes.")
         T = diffusion.num_timesteps
         if timestep_sampler == "uniform":
@@ -93,6 +103,57 @@ class DiffusionModule(L.LightningModule):
         dev = torch.Generator(device=device).manual_seed(base + 1)
         return host, dev
 
+    # ------------------------------------------------------------------ latent diffusion / conditioning
+    def _init_conditioning(self, first_stage: nn.Module | None, cond_encoder: nn.Module | None,
+                           ema_rates: Sequence[float]) -> None:
+        """Latent diffusion = this module composed with a frozen first stage; a trained condition encoder
+        gets EMA shadows of its own (`cond_ema`), so `ema`'s checkpoint layout is unchanged."""
+        from beatgans.nets.conditioning import is_frozen
+        from beatgans.nets.first_stage import check_first_stage
+
+        self.first_stage = check_first_stage(first_stage) if first_stage is not None else None
+        self.cond_encoder = cond_encoder
+        self.cond_ema = EMA(cond_encoder, ema_rates) if cond_encoder is not None and not is_frozen(cond_encoder) else None
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for frozen in (self.first_stage, self.cond_encoder if self.cond_ema is None else None):
+            if frozen is not None:
+                frozen.eval()  # frozen parts never train (no dropout, no norm statistics)
+        return self
+
+    def encoder_for(self, ema_index: int | None) -> nn.Module | None:
+        """The condition encoder: EMA shadow `ema_index`, or the trained one when None (or when frozen)."""
+        if self.cond_ema is None or ema_index is None:
+            return self.cond_encoder
+        return self.cond_ema.shadow(ema_index)
+
+    def _to_latent(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.first_stage is None:
+            return x
+        with torch.no_grad():
+            return self.first_stage.encode_latent(x, sample=self.hparams.sample_latents and generator is not None,
+                                                  generator=generator)
+
+    def _model_kwargs(self, cond, drop: bool, generator: torch.Generator | None = None,
+                      ema_index: int | None = None) -> dict:
+        """Model kwargs for a batch's conditions: labels `y`, or the encoder's `context` and `context_mask`."""
+        if self.cond_encoder is None:
+            return self._labels(cond, drop, generator)
+        encoder = self.encoder_for(ema_index)
+        if drop and self.p_uncond > 0:
+            mask = torch.rand((len(cond),), device=self.device, generator=generator) < self.p_uncond
+            cond = encoder.drop(cond, mask)
+        context, mask = encoder(cond)
+        return {"context": context, "context_mask": mask}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The net's parameters and, when it trains, the condition encoder's (never the EMA shadows)."""
+        params = list(self.net.parameters())
+        if self.cond_ema is not None:
+            params += [p for p in self.cond_encoder.parameters() if p.requires_grad]
+        return params
+
     def _labels(self, y: torch.Tensor, drop: bool, generator: torch.Generator | None = None) -> dict:
         if self.num_classes is None:
             return {}
@@ -106,9 +167,10 @@ class DiffusionModule(L.LightningModule):
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         host_gen, gen = self._step_generators(x.device)
+        x = self._to_latent(x, gen)
         t, weights = self.t_sampler.sample(x.shape[0], x.device, generator=host_gen)
         noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-        kwargs = {**self._labels(y, True, gen), **extra}
+        kwargs = {**self._model_kwargs(y, True, gen), **extra}
         losses = self.diffusion.training_losses(self.net, x, t, model_kwargs=kwargs, noise=noise)
         if isinstance(self.t_sampler, LossSecondMomentResampler):
             all_t = self.all_gather(t).reshape(-1)
@@ -129,9 +191,11 @@ class DiffusionModule(L.LightningModule):
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
         self.ema.update(self.net)  # once per real optimizer step (gradient accumulation respected)
+        if self.cond_ema is not None:
+            self.cond_ema.update(self.cond_encoder)
 
     def configure_optimizers(self):
-        opt = build_optimizer(self.optimizer_factory, self.net.parameters())
+        opt = build_optimizer(self.optimizer_factory, self.trainable_parameters())
         if self.hparams.warmup_steps > 0:
             sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(self.hparams.warmup_steps))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -143,12 +207,13 @@ class DiffusionModule(L.LightningModule):
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y, extra = _split_batch(batch)
+        x = self._to_latent(x)
         # Fixed t and noise per batch so validation losses are comparable across steps.
         gen = torch.Generator(device="cpu").manual_seed(1000 + batch_idx)
         t = torch.randint(0, self.diffusion.num_timesteps, (x.shape[0],), generator=gen).to(x.device)
         noise = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
         ema_net = self.ema.shadow(0)
-        kwargs = {**self._labels(y, drop=False), **extra}
+        kwargs = {**self._model_kwargs(y, drop=False, ema_index=0), **extra}
         losses = self.diffusion.training_losses(ema_net, x, t, model_kwargs=kwargs, noise=noise)
         self.log("val/loss", losses["loss"].mean(), prog_bar=True, sync_dist=True)
         if batch_idx < self.hparams.val_bpd_batches:
@@ -172,13 +237,27 @@ class DiffusionModule(L.LightningModule):
     @torch.no_grad()
     def sample_images(self, num_samples: int, seed: int = 0, sampler: str | None = None, steps: int | None = None,
                       labels: torch.Tensor | None = None, eta: float = 0.0, ema_index: int = 0,
-                      low_res: torch.Tensor | None = None) -> torch.Tensor:
+                      low_res: torch.Tensor | None = None, prompts: Sequence[str] | None = None,
+                      guidance_scale: float | None = None) -> torch.Tensor:
         """Generate `num_samples` images with EMA weights; sample i uses seed `seed + i`.
 
-        Returns (num_samples, C, H, W) float in [-1, 1]. Labels default to `i % num_classes` when conditional.
+        Returns (num_samples, C, H, W) float in [-1, 1]. Labels default to `i % num_classes` when conditional;
+        a text-conditioned model cycles `prompts` (default `sample_prompts`). Latent models sample latents
+        and decode them; `guidance_scale` applies classifier-free guidance (None: the conditional model).
         An upsampler needs `low_res` (N, C, h, w); during training it defaults to validation images' low-res versions.
         """
         net = self.ema.shadow(ema_index)
+        if self.first_stage is not None or self.cond_encoder is not None:
+            from beatgans.lit.latent import conditions_for, sample_latent
+
+            encoder = self.encoder_for(ema_index)
+            conditions = conditions_for(encoder, num_samples, labels, prompts or self.hparams.sample_prompts,
+                                        self.num_classes)
+            return sample_latent(net, self.diffusion, num_samples, first_stage=self.first_stage,
+                                 cond_encoder=encoder, conditions=conditions, guidance_scale=guidance_scale,
+                                 null_label=self.num_classes, seed=seed,
+                                 sampler=sampler or self.hparams.sample_sampler,
+                                 steps=steps or self.hparams.sample_steps, eta=eta, device=self.device)
         shape = (self.net.in_channels, self.net.image_size, self.net.image_size)
         if low_res is None and hasattr(self.net, "low_res_size"):  # an upsampler (SuperResUNet)
             from beatgans.data.superres import low_res_for_grid

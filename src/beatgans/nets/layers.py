@@ -109,12 +109,25 @@ class EmbedBlock(nn.Module):
         raise NotImplementedError
 
 
-class EmbedSequential(nn.Sequential):
-    """A sequence of layers; those that are `EmbedBlock`s also receive the embedding."""
+class ContextBlock(nn.Module):
+    """A block whose forward takes ``(x, context, context_mask)`` (cross-attention, `nets.transformer`)."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class EmbedSequential(nn.Sequential):
+    """A sequence of layers; `EmbedBlock`s also receive the embedding, `ContextBlock`s the context."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None,  # type: ignore[override]
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, EmbedBlock) else layer(x)
+            if isinstance(layer, EmbedBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, ContextBlock):
+                x = layer(x, context, context_mask)
+            else:
+                x = layer(x)
         return x
 
 

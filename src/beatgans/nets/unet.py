@@ -8,7 +8,7 @@ closing every level but the top) -> ``out_norm`` - SiLU - ``out_conv`` (zero-ini
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from beatgans.nets.layers import (
     Upsample,
     timestep_embedding,
 )
+from beatgans.nets.transformer import SpatialTransformer
 from beatgans.utils.errors import UserError
 
 # ADM's channel multipliers per resolution (guided-diffusion's defaults); 32 follows DDPM/IDDPM CIFAR-10.
@@ -84,8 +85,12 @@ def build_encoder(
     res_kwargs: dict,
     attn_kwargs: dict,
     resblock_updown: bool,
+    attention: Callable[[int], nn.Module] | None = None,
 ) -> tuple[nn.Conv2d, nn.ModuleList, EmbedSequential, list[int], int]:
     """The encoder half and middle block shared by `UNet` and `EncoderClassifier`.
+
+    ``attention(channels)`` builds the block placed at the attention resolutions and in the middle
+    (default: ADM's `AttentionBlock` with ``attn_kwargs``).
 
     Returns:
         (stem, encoder, middle, skip_channels, final_resolution): ``skip_channels[i]`` is the
@@ -93,6 +98,7 @@ def build_encoder(
     """
     check_layout(image_size, model_channels, channel_mult, attention_resolutions)
     attention_resolutions = set(int(r) for r in attention_resolutions)
+    attention = attention or (lambda channels: AttentionBlock(channels, **attn_kwargs))
     ch = int(channel_mult[0] * model_channels)
     stem = nn.Conv2d(in_channels, ch, 3, padding=1)
     encoder = nn.ModuleList()
@@ -104,7 +110,7 @@ def build_encoder(
             layers: list[nn.Module] = [ResBlock(ch, out_channels=out_ch, **res_kwargs)]
             ch = out_ch
             if res in attention_resolutions:
-                layers.append(AttentionBlock(ch, **attn_kwargs))
+                layers.append(attention(ch))
             encoder.append(EmbedSequential(*layers))
             skip_channels.append(ch)
         if level != len(channel_mult) - 1:
@@ -114,7 +120,7 @@ def build_encoder(
             res //= 2
     middle = EmbedSequential(
         ResBlock(ch, **res_kwargs),
-        AttentionBlock(ch, **attn_kwargs),
+        attention(ch),
         ResBlock(ch, **res_kwargs),
     )
     return stem, encoder, middle, skip_channels, res
@@ -143,9 +149,14 @@ class UNet(nn.Module):
         resblock_updown: BigGAN residual blocks for up/downsampling instead of conv resamplers.
         use_new_attention_order: qkv channel layout (3, heads, d) instead of (heads, 3, d).
         residual_rescale: multiply every residual sum by 1/sqrt(2) (ADM Table 1 ablation).
+        context_dim: cross-attention conditioning (latent diffusion): every self-attention block, at the
+            attention resolutions and in the middle, is REPLACED by a `SpatialTransformer` (which
+            does its own self-attention, then attends to the context) over context tokens of this
+            width. None (default) builds exactly the ADM layout.
+        transformer_depth: transformer blocks per `SpatialTransformer`.
 
-    Shapes: ``forward(x (B, in_channels, H, W) float, t (B,) int64, y (B,) int64 | None)
-    -> (B, out_channels, H, W)``.
+    Shapes: ``forward(x (B, in_channels, H, W) float, t (B,) int64, y (B,) int64 | None,
+    context (B, S, context_dim) | None, context_mask (B, S) bool | None) -> (B, out_channels, H, W)``.
     """
 
     def __init__(
@@ -169,6 +180,8 @@ class UNet(nn.Module):
         resblock_updown: bool = False,
         use_new_attention_order: bool = False,
         residual_rescale: bool = False,
+        context_dim: int | None = None,
+        transformer_depth: int = 1,
     ):
         super().__init__()
         channel_mult = tuple(channel_mult) if channel_mult is not None else default_channel_mult(image_size)
@@ -179,6 +192,7 @@ class UNet(nn.Module):
         self.num_classes = num_classes
         self.null_class = null_class
         self.learn_sigma = learn_sigma
+        self.context_dim = context_dim
         emb_ch = 4 * model_channels
 
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
@@ -209,8 +223,10 @@ class UNet(nn.Module):
             res_kwargs=res_kwargs,
             attn_kwargs=attn_kwargs,
             resblock_updown=resblock_updown,
+            attention=self._attention_factory(attn_kwargs, transformer_depth),
         )
         up_attn_kwargs = dict(attn_kwargs, num_heads=num_heads if num_heads_upsample == -1 else num_heads_upsample)
+        up_attention = self._attention_factory(up_attn_kwargs, transformer_depth)
         attention_resolutions = set(int(r) for r in attention_resolutions)
         ch = skip_channels[-1]
         self.decoder = nn.ModuleList()
@@ -220,7 +236,7 @@ class UNet(nn.Module):
                 layers: list[nn.Module] = [ResBlock(ch + skip_channels.pop(), out_channels=out_ch, **res_kwargs)]
                 ch = out_ch
                 if res in attention_resolutions:
-                    layers.append(AttentionBlock(ch, **up_attn_kwargs))
+                    layers.append(up_attention(ch))
                 if level > 0 and i == num_res_blocks:
                     layers.append(ResBlock(ch, up=True, **res_kwargs) if resblock_updown else Upsample(ch))
                     res *= 2
@@ -229,6 +245,14 @@ class UNet(nn.Module):
         self.out_conv = nn.Conv2d(ch, self.out_channels, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
+
+    def _attention_factory(self, attn_kwargs: dict, depth: int) -> Callable[[int], nn.Module]:
+        """Builds the attention-resolution blocks: ADM self-attention, or a spatial transformer with a context."""
+        if self.context_dim is None:
+            return lambda ch: AttentionBlock(ch, **attn_kwargs)
+        return lambda ch: SpatialTransformer(ch, self.context_dim, attn_kwargs["num_heads"],
+                                             attn_kwargs["num_head_channels"], depth=depth,
+                                             use_checkpoint=attn_kwargs["use_checkpoint"])
 
     def embed(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """(B, 4 * model_channels) embedding of timesteps ``t`` (B,) plus class labels ``y`` (B,)."""
@@ -241,20 +265,25 @@ class UNet(nn.Module):
             raise ValueError("this UNet is unconditional (num_classes=None) but labels y were passed")
         return emb
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, C, H, W) float in [-1, 1]-ish; t: (B,) timesteps; y: (B,) int64 labels or None.
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, H, W) float in [-1, 1]-ish; t: (B,) timesteps; y: (B,) int64 labels or None;
+        context: (B, S, context_dim) tokens, context_mask: (B, S) bool (True = real token), with ``context_dim``.
 
         Returns (B, out_channels, H, W) in x's dtype (or the autocast dtype).
         """
+        if (context is None) != (self.context_dim is None):
+            raise ValueError("this UNet " + ("needs a context (B, S, context_dim)" if context is None else
+                                              "has no context_dim but a context was passed"))
         emb = self.embed(t, y)
         h = self.stem(x)
         skips = [h]
         for block in self.encoder:
-            h = block(h, emb)
+            h = block(h, emb, context, context_mask)
             skips.append(h)
-        h = self.middle(h, emb)
+        h = self.middle(h, emb, context, context_mask)
         for block in self.decoder:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
         return self.out_conv(F.silu(self.out_norm(h)))
 
 
