@@ -9,7 +9,7 @@ local weight files only (nothing is downloaded):
     d(x, y) = sum_k mean_hw( w_k . (n(f_k(x)) - n(f_k(y)))^2 ),  n = unit norm over channels
 
 with f_k the VGG16 activations relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 of inputs shifted by
-(-0.030, -0.088, -0.188) and scaled by (0.458, 0.448, 0.450) per RGB channel. Pure torch + torchvision.
+(-0.030, -0.088, -0.188) and scaled by (0.458, 0.448, 0.450) per RGB channel. Pure torch.
 """
 
 from __future__ import annotations
@@ -24,6 +24,21 @@ SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 CHANNELS = (64, 128, 256, 512, 512)
 SLICES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))  # torchvision vgg16.features indices up to each relu
+VGG16_CONVS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+
+
+def vgg16_features() -> nn.Sequential:
+    """VGG16's convolutional stack up to relu5_3, indexed as torchvision's ``vgg16().features`` (conv, ReLU,
+    ..., max-pool), so its state dict loads as is."""
+    layers: list[nn.Module] = []
+    width = 3
+    for spec in VGG16_CONVS:
+        if spec == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(width, spec, 3, padding=1), nn.ReLU()]
+            width = spec
+    return nn.Sequential(*layers)
 
 
 class LPIPS(nn.Module):
@@ -34,9 +49,7 @@ class LPIPS(nn.Module):
 
     def __init__(self):
         super().__init__()
-        from torchvision.models import vgg16
-
-        self.features = vgg16(weights=None).features[: SLICES[-1][1]]
+        self.features = vgg16_features()
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in CHANNELS)
         self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1), persistent=False)
