@@ -18,8 +18,8 @@ from beatgans.nets.patchgan import PatchDiscriminator, adaptive_gan_weight, hing
 
 
 def tiny(mult=(1, 2), **kw):
-    args = dict(in_channels=1, out_channels=1, base_channels=32, channel_mult=mult, num_res_blocks=1,
-                latent_channels=3, resolution=16)
+    args = {"in_channels": 1, "out_channels": 1, "base_channels": 32, "channel_mult": mult, "num_res_blocks": 1,
+            "latent_channels": 3, "resolution": 16}
     args.update(kw)
     torch.manual_seed(0)
     return AutoencoderKL(**args)
@@ -121,7 +121,10 @@ def test_hinge_loss_and_adaptive_weight_by_hand():
 
 # ---------------------------------------------------------------------- LPIPS
 def _torchvision_vgg16_features():
-    from torchvision.models.vgg import cfgs, make_layers  # torchvision's own VGG16 ("D") conv stack
+    from torchvision.models.vgg import (  # torchvision's own VGG16 ("D") conv stack
+        cfgs,
+        make_layers,
+    )
 
     return make_layers(cfgs["D"])
 
@@ -166,12 +169,12 @@ def test_lpips_is_off_without_paths_and_refuses_missing_files(tmp_path):
 
 # ---------------------------------------------------------------------- diffusers converter
 DIFFUSERS_LAYOUTS = {
-    "f2": dict(block_out_channels=(32, 64), layers_per_block=1, latent_channels=4),
-    "f4": dict(block_out_channels=(32, 64, 64), layers_per_block=2, latent_channels=3),
-    "f8": dict(block_out_channels=(32, 32, 64, 64), layers_per_block=2, latent_channels=4),
-    "f4_attn": dict(block_out_channels=(32, 64, 64), layers_per_block=1, latent_channels=4,
-                    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
-                    up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D")),
+    "f2": {"block_out_channels": (32, 64), "layers_per_block": 1, "latent_channels": 4},
+    "f4": {"block_out_channels": (32, 64, 64), "layers_per_block": 2, "latent_channels": 3},
+    "f8": {"block_out_channels": (32, 32, 64, 64), "layers_per_block": 2, "latent_channels": 4},
+    "f4_attn": {"block_out_channels": (32, 64, 64), "layers_per_block": 1, "latent_channels": 4,
+                "down_block_types": ("DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+                "up_block_types": ("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D")},
 }
 
 

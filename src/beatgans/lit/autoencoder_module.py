@@ -23,17 +23,21 @@ checkpoint is written and at the end of training, unless the user fixes it (``sc
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from beatgans.lit.callbacks import log_image
-from beatgans.lit.diffusion_module import NonFiniteLossError, build_optimizer, rng_state, set_rng_state
+from beatgans.lit.diffusion_module import (
+    NonFiniteLossError,
+    build_optimizer,
+    rng_state,
+    set_rng_state,
+)
 from beatgans.nets.autoencoder import AutoencoderKL, compute_scale_factor
 from beatgans.nets.patchgan import adaptive_gan_weight, hinge_d_loss
 from beatgans.utils.images import save_grid_png, to_uint8

@@ -19,7 +19,7 @@ The module layout converts from diffusers' ``AutoencoderKL`` state dict (`beatga
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -249,9 +249,9 @@ class AutoencoderKL(nn.Module):
         self.latent_channels = latent_channels
         self.downsample_factor = 2 ** (len(channel_mult) - 1)
         self.resolution = resolution
-        shared = dict(base_channels=base_channels, channel_mult=channel_mult, num_res_blocks=num_res_blocks,
-                      latent_channels=latent_channels, attn_resolutions=attn_resolutions, resolution=resolution,
-                      dropout=dropout)
+        shared = {"base_channels": base_channels, "channel_mult": channel_mult, "num_res_blocks": num_res_blocks,
+                  "latent_channels": latent_channels, "attn_resolutions": attn_resolutions,
+                  "resolution": resolution, "dropout": dropout}
         self.encoder = Encoder(in_channels, **shared)
         self.quant_conv = nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1)
         self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)

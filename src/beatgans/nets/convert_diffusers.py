@@ -14,7 +14,7 @@ Pure torch: diffusers itself is never imported here.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -81,9 +81,9 @@ def convert_diffusers_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tupl
         if new is None:
             unknown.append(key)
             continue
-        if ".attns." in new or ".attn." in new:
-            if new.endswith(".weight") and value.dim() == 4 and value.shape[2:] == (1, 1):
-                value = value[:, :, 0, 0]
+        is_attn = ".attns." in new or ".attn." in new
+        if is_attn and new.endswith(".weight") and value.dim() == 4 and value.shape[2:] == (1, 1):
+            value = value[:, :, 0, 0]  # attention projections some releases stored as 1x1 convolutions
         if new in out:
             raise CheckpointMismatchError(f"the state dict holds two tensors for {new} (both attention key styles "
                                           f"at once?); keep one of them.")

@@ -56,7 +56,7 @@ class LPIPS(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "LPIPS":
+    def train(self, mode: bool = True) -> LPIPS:
         return super().train(False)  # frozen network: never in training mode
 
     def _activations(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -75,7 +75,7 @@ class LPIPS(nn.Module):
             total = total + lin((fx - fy).pow(2)).mean(dim=(2, 3))
         return total.flatten()
 
-    def load_weights(self, vgg_state: dict, lpips_state: dict) -> "LPIPS":
+    def load_weights(self, vgg_state: dict, lpips_state: dict) -> LPIPS:
         """Fill the VGG16 features and the lin layers; strict (a one-sentence error lists missing keys)."""
         feats = {k[len("features."):]: v for k, v in vgg_state.items() if k.startswith("features.")}
         feats = {k: v for k, v in feats.items() if int(k.split(".")[0]) < SLICES[-1][1]}
@@ -107,7 +107,7 @@ def build_lpips(vgg_weights: str | os.PathLike | None = None,
         if not path.is_file():
             raise FileNotFoundError(f"{name}={path}: no such file (LPIPS weights are never downloaded); "
                                     f"point it at a local file or set both paths to null.")
-    load = lambda p: torch.load(p, map_location="cpu", weights_only=True)  # noqa: E731
+    load = lambda p: torch.load(p, map_location="cpu", weights_only=True)
     return LPIPS().load_weights(load(paths["perceptual.vgg_weights"]), load(paths["perceptual.lpips_weights"]))
 
 
