@@ -20,3 +20,4 @@ __all__ = [
     "to_openai_state_dict",
 ]
 from beatgans.nets.gan import DCGANDiscriminator, DCGANGenerator, SNGANDiscriminator, SNGANGenerator  # noqa: E402,F401
+from beatgans.nets.autoencoder import AutoencoderKL, DiagonalGaussian, compute_scale_factor  # noqa: E402,F401
