@@ -36,6 +36,6 @@ def test_digits_cfg_and_unconditional_presets():
 def test_imagenet_classifier_presets(res, model, lr, wd):
     clf, diff = _train(f"experiment=imagenet{res}/classifier"), _train(f"experiment={model}")
     assert clf.task.optimizer.lr == lr and clf.task.optimizer.weight_decay == wd and clf.task.anneal_lr
-    assert clf.data.batch_size == 256 and clf.net.image_size == res and clf.net.num_classes == 1000
+    assert clf.data.global_batch_size == 256 and clf.net.image_size == res and clf.net.num_classes == 1000
     assert clf.net.num_res_blocks == (4 if res == 64 else 2) and clf.net.model_channels == 128
     assert (clf.diffusion.schedule, clf.diffusion.num_timesteps) == (diff.diffusion.schedule, diff.diffusion.num_timesteps)

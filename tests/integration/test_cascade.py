@@ -21,7 +21,8 @@ from beatgans.utils.images import to_uint8
 from tests.conftest import TINY_TRAIN, compose
 
 # a large learning rate so two steps move the zero-initialised output layer and low_res visibly matters
-UPSAMPLER = ["net=digits_upsampler", "data.image_size=16", "+data.low_res_size=8", "task.optimizer.lr=0.01"]
+UPSAMPLER = ["net=digits_upsampler", "data.image_size=16", "+data.low_res_size=8", "task.optimizer.lr=0.01",
+             "net.attention_resolutions=[8]"]  # TINY_TRAIN's [4] names no level of a 16 px two-level net
 
 
 def _train(out, *extra):
@@ -128,7 +129,7 @@ def test_bad_pairings_are_refused_before_sampling(runs, tmp_path):
 
 def test_train_refuses_upsampler_without_pairs_and_pairs_without_upsampler(tmp_path):
     with pytest.raises(ConfigError, match="data.low_res_size"):
-        _train(tmp_path / "a", "net=digits_upsampler", "data.image_size=16")
+        _train(tmp_path / "a", "net=digits_upsampler", "data.image_size=16", "net.attention_resolutions=[8]")
     with pytest.raises(ConfigError, match="data.low_res_size"):
         _train(tmp_path / "b", "+data.low_res_size=4")
 
