@@ -146,8 +146,13 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16 (16-mixed) dynamic loss scaling
+        scale = scaler.get_scale() if scaler is not None else None
         super().optimizer_step(*args, **kwargs)
-        self.ema.update(self.net)  # once per real optimizer step (gradient accumulation respected)
+        # Once per real optimizer step (gradient accumulation respected). A step the loss scaler skipped
+        # (inf/NaN gradients; it lowers the scale) leaves the EMA alone too, as ADM's fp16 trainer does.
+        if scaler is None or scaler.get_scale() >= scale:
+            self.ema.update(self.net)
 
     def configure_optimizers(self):
         opt = build_optimizer(self.optimizer_factory, self.net.parameters())
