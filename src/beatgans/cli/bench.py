@@ -106,8 +106,8 @@ class _Case:
             self.forward(x, t, y)
 
 
-def _peak_memory(case: _Case, device: torch.device) -> dict:
-    """Peak memory of one training step beyond what was allocated before it.
+def peak_memory(step, device: torch.device) -> dict:
+    """Peak memory of one call of `step()` beyond what was allocated before it.
 
     CUDA: ``max_memory_allocated``. CPU: torch's allocations recorded by the profiler
     (``profile_memory``), summed in time order; RSS counters are useless here because the
@@ -116,13 +116,13 @@ def _peak_memory(case: _Case, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        case.train_step()
+        step()
         torch.cuda.synchronize(device)
         return {"peak_bytes": torch.cuda.max_memory_allocated(device) - base, "method": "cuda.max_memory_allocated"}
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        case.train_step()
+        step()
     # Each op's own (self) allocations minus frees, accumulated in start order: the peak of live
     # torch-allocated bytes at op granularity.
     live = peak = 0
@@ -241,7 +241,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         log.warning("no oracle network: benchmarking our UNet only")
     for name, case in cases.items():
         entry = {"train": _summary(train[name], cfg.batch_size), "inference": _summary(infer[name], cfg.batch_size),
-                 "memory": _peak_memory(case, device), "flops": _flops(case)}
+                 "memory": peak_memory(case.train_step, device), "flops": _flops(case)}
         for kind, key in (("train", "train_step"), ("inference", "forward")):
             achieved = entry["flops"][key] / entry[kind]["wall_s_median"]
             entry[kind]["flops_per_s"] = achieved

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from beatgans.cli.common import CONFIG_DIR
 from beatgans.cli.loading import check_classifier_matches, load_classifier, load_model
+from beatgans.nets.runtime import prepare_net, with_autocast
 from beatgans.utils.images import save_grid_png, to_uint8
 from beatgans.utils.io import save_samples_npz, update_json
 from beatgans.utils.logging import get_logger
@@ -66,7 +67,8 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     loaded = load_model(cfg.run, cfg.ckpt, cfg.get("net"), cfg.get("diffusion"), cfg.use_ema, cfg.ema_index)
-    net = loaded.net.to(device)
+    net = prepare_net(loaded.net.to(device), compile=cfg.compile, channels_last=cfg.channels_last)
+    net = with_autocast(net, cfg.precision)  # the net in bf16/fp16; sampler arithmetic and guidance in fp32
     wrapper, cond_fn, clf_classes = build_guidance(cfg, loaded, device)
     # Target labels: the model's classes, else (unconditional + classifier guidance) the classifier's.
     labels_all = sample_labels(cfg.num_samples, loaded.num_classes or clf_classes, cfg.classes, cfg.seed)
@@ -83,7 +85,8 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
     labs = labels_all[idx].numpy() if labels_all is not None else None
     info = {"num_samples": cfg.num_samples, "sampler": cfg.sampler.name, "steps": cfg.sampler.steps,
             "eta": cfg.sampler.eta, "seed": cfg.seed, "guidance": OmegaConf.to_container(cfg.guidance),
-            "run": cfg.run, "ckpt": str(loaded.ckpt_path), "use_ema": cfg.use_ema,
+            "run": cfg.run, "ckpt": str(loaded.ckpt_path), "use_ema": cfg.use_ema, "precision": cfg.precision,
+            "compile": cfg.compile, "channels_last": cfg.channels_last,
             "sampling_seconds": round(elapsed, 3), "images_per_second": round(len(idx) / max(elapsed, 1e-9), 3)}
     return arr, labs, info
 

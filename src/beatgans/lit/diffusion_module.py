@@ -20,6 +20,7 @@ from beatgans.diffusion import (
     ddpm_sample,
 )
 from beatgans.lit.ema import EMA
+from beatgans.nets.runtime import prepare_net
 from beatgans.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -75,6 +76,7 @@ class DiffusionModule(L.LightningModule):
             the net needs `null_class=True`).
         warmup_steps: linear lr warm-up; sample_* options drive `sample_images` defaults.
         val_bpd_batches: how many validation batches get the full-chain bits/dim (0 = off; it costs T passes).
+        channels_last / compile: speed settings of the trained net (`beatgans.nets.runtime.prepare_net`).
         seed: timesteps, noise and label dropout of step k on rank r come from a generator seeded by
             (seed, k, r): ranks draw different t and noise, and resuming replays them exactly.
     """
@@ -83,7 +85,7 @@ class DiffusionModule(L.LightningModule):
                  ema_rates: Sequence[float] = (0.9999,), timestep_sampler: str = "uniform",
                  num_classes: int | None = None, p_uncond: float = 0.0, warmup_steps: int = 0,
                  sample_sampler: str = "ddim", sample_steps: int = 50, val_bpd_batches: int = 0,
-                 channels_last: bool = False, seed: int = 0):
+                 channels_last: bool = False, compile: bool = False, seed: int = 0):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "diffusion", "optimizer"])
         self.net = net
@@ -101,8 +103,8 @@ class DiffusionModule(L.LightningModule):
             self.t_sampler = LossSecondMomentResampler(T)
         else:
             raise ValueError(f"timestep_sampler must be 'uniform' or 'loss-second-moment', got {timestep_sampler!r}.")
-        if channels_last:
-            self.net.to(memory_format=torch.channels_last)
+        # after the EMA copies: they stay plain eager modules (compile=True compiles the training forward only)
+        prepare_net(self.net, compile=compile, channels_last=channels_last)
         self._pending_rng: dict | None = None
 
     # ------------------------------------------------------------------ training
