@@ -29,3 +29,18 @@ def build_baseline(net, net_cfg: dict) -> torch.nn.Module:
     )
     model.load_state_dict(to_openai_state_dict(net))
     return model
+
+
+def guided_ddim_loop(schedule: str, steps: int, learn_sigma: bool):
+    """guided-diffusion's respaced DDIM loop as `fn(model, shape, x_T, model_kwargs, cond_fn) -> samples`, to time
+    against ours with the same networks (their loop hands the model and cond_fn the original timesteps too)."""
+    from guided_diffusion.script_util import create_gaussian_diffusion
+
+    diffusion = create_gaussian_diffusion(steps=1000, learn_sigma=learn_sigma, noise_schedule=schedule,
+                                          timestep_respacing=f"ddim{steps}")
+
+    def loop(model, shape, x_T, model_kwargs, cond_fn):
+        return diffusion.ddim_sample_loop(model, shape, noise=x_T, clip_denoised=True, model_kwargs=model_kwargs,
+                                          cond_fn=cond_fn, device=x_T.device)
+
+    return loop

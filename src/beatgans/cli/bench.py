@@ -106,8 +106,8 @@ class _Case:
             self.forward(x, t, y)
 
 
-def _peak_memory(case: _Case, device: torch.device) -> dict:
-    """Peak memory of one training step beyond what was allocated before it.
+def peak_memory(step, device: torch.device) -> dict:
+    """Peak memory of one call of `step()` beyond what was allocated before it.
 
     CUDA: ``max_memory_allocated``. CPU: torch's allocations recorded by the profiler
     (``profile_memory``), summed in time order; RSS counters are useless here because the
@@ -116,13 +116,13 @@ def _peak_memory(case: _Case, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        case.train_step()
+        step()
         torch.cuda.synchronize(device)
         return {"peak_bytes": torch.cuda.max_memory_allocated(device) - base, "method": "cuda.max_memory_allocated"}
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        case.train_step()
+        step()
     # Each op's own (self) allocations minus frees, accumulated in start order: the peak of live
     # torch-allocated bytes at op granularity.
     live = peak = 0
@@ -199,11 +199,41 @@ def make_batch(net: UNet, batch_size: int, device: torch.device, channels_last: 
     return x, t.to(device), None if y is None else y.to(device), target
 
 
+MODES = ("train", "sample", "lightning", "loader")
+
+
+def write_result(result: dict, output: str) -> None:
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
+    log.info("benchmark written to %s", out)
+
+
 def run_bench(cfg: DictConfig) -> dict[str, Any]:
-    """Run the benchmark described by ``cfg`` (conf/bench.yaml); write and return the JSON dict."""
+    """Run the benchmark `cfg.mode` described by ``cfg`` (conf/bench.yaml); write and return the JSON dict."""
+    mode = cfg.get("mode", "train")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     device = torch.device(cfg.device)
+    if mode != "train":
+        from beatgans.cli import bench_modes
+
+        torch.manual_seed(cfg.seed)
+        result = {"mode": mode, "device": _device_name(device), "torch": torch.__version__,
+                  "threads": torch.get_num_threads()}
+        if mode == "sample":
+            result.update(bench_modes.bench_sample(cfg, device, Path(CONFIG_DIR).parent))
+        elif mode == "lightning":
+            result.update(bench_modes.bench_lightning(cfg, device))
+        else:
+            result.update(bench_modes.bench_loader(cfg))
+        result["config"] = OmegaConf.to_container(cfg, resolve=True)
+        write_result(result, cfg.output)
+        return result
     torch.manual_seed(cfg.seed)
     net_cfg = OmegaConf.to_container(cfg.net, resolve=True)
     net = hydra.utils.instantiate(cfg.net)
@@ -231,7 +261,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     peak = _peak_flops(cfg, device)
     result: dict[str, Any] = {
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "mode": "train", "device": _device_name(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "oracle_available": oracle is not None,
         "parameters": sum(p.numel() for p in net.parameters()),
@@ -241,7 +271,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         log.warning("no oracle network: benchmarking our UNet only")
     for name, case in cases.items():
         entry = {"train": _summary(train[name], cfg.batch_size), "inference": _summary(infer[name], cfg.batch_size),
-                 "memory": _peak_memory(case, device), "flops": _flops(case)}
+                 "memory": peak_memory(case.train_step, device), "flops": _flops(case)}
         for kind, key in (("train", "train_step"), ("inference", "forward")):
             achieved = entry["flops"][key] / entry[kind]["wall_s_median"]
             entry[kind]["flops_per_s"] = achieved
@@ -256,28 +286,53 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         # repeat i of ours and of the oracle ran back to back, so their ratio sees the same machine state
         result["paired_ratios"] = {f"{kind}_wall": paired_ratio_spread(times["ours"], times["oracle"])
                                    for kind, times in (("train", train), ("inference", infer))}
-    out = Path(cfg.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
-    log.info("benchmark written to %s", out)
+    write_result(result, cfg.output)
     return result
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
+def summary_lines(result: dict) -> list[str]:
+    """A one-screen summary of a result of any mode."""
+    mode = result.get("mode", "train")
+    lines = [f"beatgans-bench mode={mode} on {result['device']} ({result['threads']} threads)"]
+    if mode == "sample":
+        for name, e in result["loops"].items():
+            lines.append(f"  {name:7s} guided DDIM-{result['steps']}: {e['images_per_s']:.3f} img/s")
+        if "paired_ratio_ours_over_oracle" in result:
+            r = result["paired_ratio_ours_over_oracle"]
+            lines.append(f"  ours / oracle time per repeat: median {r['median']:.3f} (min {r['min']:.3f}, "
+                         f"max {r['max']:.3f})")
+    elif mode == "lightning":
+        for name, e in result["steps_per_s"].items():
+            lines.append(f"  {name:9s} {e['median']:.2f} steps/s (min {e['min']:.2f}, max {e['max']:.2f})")
+        r = result["overhead_bare_over_lightning"]
+        lines.append(f"  Lightning overhead: {result['overhead_percent_median']:+.1f} % median "
+                     f"(bare/lightning per repeat: {r['min']:.3f} .. {r['max']:.3f})")
+    elif mode == "loader":
+        for workers, rate in result["images_per_s_by_workers"].items():
+            lines.append(f"  workers={workers}: {rate:.1f} img/s")
+        acc = result["accelerator"]
+        lines.append(f"  accelerator at {acc['assumed_mfu']:.0%} MFU of {acc['peak_flops']:.3g} FLOP/s trains "
+                     f"{acc['images_per_s']:.0f} img/s -> {result['workers_needed']} workers")
+    else:
+        for name, e in result["models"].items():
+            lines.append(f"  {name:6s} train {e['train']['wall_s_median']:.3f}s ({e['train']['images_per_s']:.1f} "
+                         f"img/s) | infer {e['inference']['wall_s_median']:.3f}s | peak mem "
+                         f"{e['memory']['peak_bytes'] / 2**20:.1f} MB")
+        if "paired_ratios" in result:
+            spread = result["paired_ratios"]["train_wall"]
+            lines.append(f"  train step ours / oracle per repeat: min {spread['min']:.3f}, median "
+                         f"{spread['median']:.3f}, max {spread['max']:.3f}")
+    return lines
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
-    result = run_bench(cfg)
-    for name, entry in result["models"].items():
-        log.info("%-6s train %.3fs (cpu %.3fs) %.1f img/s | infer %.3fs %.1f img/s | peak mem %.1f MB",
-                 name, entry["train"]["wall_s_median"], entry["train"]["cpu_s_median"], entry["train"]["images_per_s"],
-                 entry["inference"]["wall_s_median"], entry["inference"]["images_per_s"],
-                 entry["memory"]["peak_bytes"] / 2**20)
-    if "ratio_ours_over_oracle" in result:
-        log.info("ours / oracle: %s", {k: round(v, 3) for k, v in result["ratio_ours_over_oracle"].items()})
-        spread = result["paired_ratios"]["train_wall"]
-        log.info("train step, per interleaved repeat: ours / oracle min %.3f, median %.3f, max %.3f",
-                 spread["min"], spread["median"], spread["max"])
+    for line in summary_lines(run_bench(cfg)):
+        log.info(line)
 
 
 if __name__ == "__main__":

@@ -124,7 +124,11 @@ def _evaluate_set(cfg: DictConfig, source: Path, out_dir: Path, names: list[str]
     images, _, _ = load_samples(source)
     extractor = resolve_extractor(cfg.metrics.extractor, images, cfg.metrics.get("inception_weights"), device)
     reference = reference_for(cfg, extractor, int(images.shape[1]), rank, world)
-    start, end = shard_bounds(len(images), rank, world)
+    # Whole extractor batches per rank: each image meets the extractor in the same batch as in one process (its
+    # float32 features can depend on the batch's size), so only the order of the float64 sums differs.
+    bs = int(cfg.metrics.batch_size)
+    first, last = shard_bounds(-(-len(images) // bs), rank, world)
+    start, end = first * bs, min(last * bs, len(images))
     results = evaluate_samples(images[start:end], reference, names, extractor,
                                batch_size=int(cfg.metrics.batch_size), progress=cfg.progress and rank == 0)
     results.update(eval_extractor=extractor.name, eval_samples=str(source),

@@ -18,6 +18,7 @@ from beatgans.cli.errors import exit_on_user_error
 from beatgans.cli.latent import load_latent_sampler
 from beatgans.cli.loading import check_classifier_matches, load_classifier, load_model
 from beatgans.diffusion.sampling import sample_with, sampler_nfe
+from beatgans.nets.runtime import prepare_net, with_autocast
 from beatgans.utils.errors import UserError
 from beatgans.utils.images import save_grid_png, to_uint8
 from beatgans.utils.io import save_samples_npz, write_json
@@ -119,7 +120,8 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
                           ("cpu" if cfg.device == "auto" else cfg.device))
     check_request(cfg)
     loaded = load_model(cfg.run, cfg.ckpt, cfg.get("net"), cfg.get("diffusion"), cfg.use_ema, cfg.ema_index)
-    net = loaded.net.to(device)
+    net = prepare_net(loaded.net.to(device), compile=cfg.compile, channels_last=cfg.channels_last)
+    net = with_autocast(net, cfg.precision)  # the net in bf16/fp16; sampler arithmetic and guidance in fp32
     latent = load_latent_sampler(cfg, loaded, device)  # latent diffusion / cross-attention runs; None otherwise
     wrapper, cond_fn, clf_classes = build_guidance(cfg, loaded, device) if latent is None else (None, None, None)
     model_classes = loaded.num_classes or (latent.num_classes if latent is not None else None)
@@ -148,7 +150,8 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
     labs = labels_all[idx].numpy() if labels_all is not None else None
     info = {"num_samples": cfg.num_samples, "sampler": sampler.pop("name"), **sampler, "nfe": nfe, "seed": cfg.seed,
             "guidance": OmegaConf.to_container(cfg.guidance),
-            "run": cfg.run, "ckpt": str(loaded.ckpt_path), "use_ema": cfg.use_ema,
+            "run": cfg.run, "ckpt": str(loaded.ckpt_path), "use_ema": cfg.use_ema, "precision": cfg.precision,
+            "compile": cfg.compile, "channels_last": cfg.channels_last,
             "sampling_seconds": round(elapsed, 3), "images_per_second": round(len(idx) / max(elapsed, 1e-9), 3)}
     if latent and latent.prompts:
         info["prompts"] = latent.prompts

@@ -16,6 +16,7 @@ from beatgans.diffusion import (
     sample_with,
 )
 from beatgans.nets.ema import EMA
+from beatgans.nets.runtime import prepare_net
 from beatgans.utils.logging import get_logger
 from beatgans.utils.rng import rng_state, set_rng_state  # noqa: F401  (re-exported)
 
@@ -56,6 +57,7 @@ class DiffusionModule(L.LightningModule):
             the net needs `null_class=True`).
         warmup_steps: linear lr warm-up; sample_* options drive `sample_images` defaults.
         val_bpd_batches: how many validation batches get the full-chain bits/dim (0 = off; it costs T passes).
+        channels_last / compile: speed settings of the trained net (`beatgans.nets.runtime.prepare_net`).
         seed: timesteps, noise and label dropout of step k on rank r come from a generator seeded by
             (seed, k, r): ranks draw different t and noise, and resuming replays them exactly.
         first_stage: latent diffusion: a frozen first stage (`beatgans.nets.first_stage`); images are encoded
@@ -71,9 +73,9 @@ class DiffusionModule(L.LightningModule):
                  ema_rates: Sequence[float] = (0.9999,), timestep_sampler: str = "uniform",
                  num_classes: int | None = None, p_uncond: float = 0.0, warmup_steps: int = 0,
                  sample_sampler: str = "ddim", sample_steps: int = 50, val_bpd_batches: int = 0,
-                 channels_last: bool = False, seed: int = 0, first_stage: nn.Module | None = None,
-                 cond_encoder: nn.Module | None = None, sample_latents: bool = False,
-                 sample_prompts: Sequence[str] | None = None):
+                 channels_last: bool = False, compile: bool = False, seed: int = 0,
+                 first_stage: nn.Module | None = None, cond_encoder: nn.Module | None = None,
+                 sample_latents: bool = False, sample_prompts: Sequence[str] | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "diffusion", "optimizer", "first_stage", "cond_encoder"])
         self.net = net
@@ -92,8 +94,8 @@ class DiffusionModule(L.LightningModule):
             self.t_sampler = LossSecondMomentResampler(T)
         else:
             raise ValueError(f"timestep_sampler must be 'uniform' or 'loss-second-moment', got {timestep_sampler!r}.")
-        if channels_last:
-            self.net.to(memory_format=torch.channels_last)
+        # after the EMA copies: they stay plain eager modules (compile=True compiles the training forward only)
+        prepare_net(self.net, compile=compile, channels_last=channels_last)
 
     # ------------------------------------------------------------------ training
     def _step_generators(self, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
@@ -189,10 +191,15 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16 (16-mixed) dynamic loss scaling
+        scale = scaler.get_scale() if scaler is not None else None
         super().optimizer_step(*args, **kwargs)
-        self.ema.update(self.net)  # once per real optimizer step (gradient accumulation respected)
-        if self.cond_ema is not None:
-            self.cond_ema.update(self.cond_encoder)
+        # Once per real optimizer step (gradient accumulation respected). A step the loss scaler skipped
+        # (inf/NaN gradients; it lowers the scale) leaves the EMA alone too, as ADM's fp16 trainer does.
+        if scaler is None or scaler.get_scale() >= scale:
+            self.ema.update(self.net)
+            if self.cond_ema is not None:
+                self.cond_ema.update(self.cond_encoder)
 
     def configure_optimizers(self):
         opt = build_optimizer(self.optimizer_factory, self.trainable_parameters())
