@@ -27,7 +27,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from beatgans.cli.common import CONFIG_DIR
+from beatgans.cli.common import CONFIG_PATH
 from beatgans.nets import UNet
 from beatgans.utils.logging import get_logger
 
@@ -41,15 +41,24 @@ PEAK_FLOPS = {
 }
 
 
+def _resolve_relative(name: str) -> Path:
+    """An absolute path as given; a relative one against the working directory, else against the repository
+    root when beatgans runs from a checkout (src/beatgans/...), so the default works from anywhere in a clone."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    here = Path(__file__).resolve()
+    roots = [Path.cwd()] + ([here.parents[3]] if here.parents[2].name == "src" else [])
+    return next((root / path for root in roots if (root / path).is_file()), Path.cwd() / path)
+
+
 def oracle_unet(net: UNet, net_cfg: dict, baseline_file: str | None) -> torch.nn.Module | None:
     """The reference network built by `build_baseline(net, net_cfg)` in `baseline_file` (by default
     benchmarks/guided_diffusion_baseline.py, outside the package, so the product never imports the oracle),
     or None when the file or the package it needs is missing."""
     if not baseline_file:
         return None
-    path = Path(baseline_file)
-    if not path.is_absolute():
-        path = Path(CONFIG_DIR).parent / path
+    path = _resolve_relative(baseline_file)
     if not path.is_file():
         log.warning("baseline file %s not found: benchmarking our UNet only", path)
         return None
@@ -265,7 +274,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="bench")
 def main(cfg: DictConfig) -> None:
     result = run_bench(cfg)
     for name, entry in result["models"].items():
