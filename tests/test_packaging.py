@@ -21,8 +21,6 @@ import yaml
 
 from tests.conftest import CONF, REPO
 
-pytestmark = pytest.mark.slow
-
 ENTRY_POINTS = {"beatgans-train": "train", "beatgans-sample": "sample", "beatgans-eval": "evaluate",
                 "beatgans-nll": "nll", "beatgans-bench": "bench", "beatgans-report": "report"}
 
@@ -80,6 +78,7 @@ def user_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_config_tree_py_typed_and_the_entry_points(wheel):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
@@ -122,6 +121,7 @@ print("RESULT" + json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_every_entry_point_composes_from_the_installed_package(site, user_dir, tmp_path):
     """Every entry point from the installed wheel alone; a user's experiment, dataset and net on top of ours,
     through the console script with --config-dir and through hydra.searchpath; BEATGANS_CONFIG_DIR."""
@@ -168,3 +168,16 @@ def test_every_entry_point_composes_from_the_installed_package(site, user_dir, t
         assert mine["net"]["model_channels"] == 24 and mine["net"]["channel_mult"] == [1, 2], key
         assert mine["diffusion"]["schedule"] == "cosine" and mine["trainer"]["accelerator"] == "cpu", key
     assert yaml.safe_load(out["env_dir"]) == {"task_name": "from_env", "marker": 1}
+
+
+def test_bench_baseline_file_is_found_from_the_working_directory_or_the_checkout(tmp_path, monkeypatch):
+    """conf/bench.yaml's relative `baseline_file` no longer depends on where the config tree lives."""
+    from beatgans.cli.bench import relative_root
+
+    name = "benchmarks/guided_diffusion_baseline.py"
+    monkeypatch.chdir(tmp_path)
+    assert relative_root(name) == REPO  # a clone: found beside src/ from any directory
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / name).write_text("")
+    assert relative_root(name) == tmp_path  # the working directory's copy comes first
+    assert relative_root("benchmarks/missing.py") == tmp_path

@@ -41,15 +41,13 @@ PEAK_FLOPS = {
 }
 
 
-def _resolve_relative(name: str) -> Path:
-    """An absolute path as given; a relative one against the working directory, else against the repository
-    root when beatgans runs from a checkout (src/beatgans/...), so the default works from anywhere in a clone."""
-    path = Path(name)
-    if path.is_absolute():
-        return path
+def relative_root(name: str) -> Path:
+    """Where a relative path from conf/bench.yaml (`baseline_file`) is read from: the working directory when it
+    holds `name`, else the repository root when beatgans runs from a checkout (src/beatgans/...), else the
+    working directory. The package itself may live in site-packages, far from any benchmarks/ folder."""
     here = Path(__file__).resolve()
     roots = [Path.cwd()] + ([here.parents[3]] if here.parents[2].name == "src" else [])
-    return next((root / path for root in roots if (root / path).is_file()), Path.cwd() / path)
+    return next((root for root in roots if (root / name).is_file()), Path.cwd())
 
 
 def oracle_unet(net: UNet, net_cfg: dict, baseline_file: str | None) -> torch.nn.Module | None:
@@ -58,7 +56,8 @@ def oracle_unet(net: UNet, net_cfg: dict, baseline_file: str | None) -> torch.nn
     or None when the file or the package it needs is missing."""
     if not baseline_file:
         return None
-    path = _resolve_relative(baseline_file)
+    path = Path(baseline_file)
+    path = path if path.is_absolute() else relative_root(baseline_file) / path
     if not path.is_file():
         log.warning("baseline file %s not found: benchmarking our UNet only", path)
         return None
