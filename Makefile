@@ -7,7 +7,7 @@ STAMP := $(VENV)/.beatgans-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install wheel clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: $(STAMP)
 # ruff as configured in pyproject.toml ([tool.ruff]): pyflakes, pycodestyle, import order, bugbear.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests experiments benchmarks
+
+# dist/beatgans-<version>-py3-none-any.whl, configs included (docs/install.md): `pip install` it anywhere.
+# build/ is cleared first so that no file deleted from src/ can linger in the wheel.
+wheel: $(STAMP)
+	rm -rf build
+	$(PY) -m pip wheel --no-deps -w dist .
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache

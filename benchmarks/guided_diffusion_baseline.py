@@ -1,6 +1,6 @@
 """The oracle network for `beatgans-bench`: OpenAI guided-diffusion's UNetModel (PyPI `guided-diffusion-sdk`)
 with the configuration and weights of our UNet. Lives outside `src/` so the product never imports the oracle;
-`conf/bench.yaml: baseline_file` points here."""
+`src/beatgans/conf/bench.yaml: baseline_file` points here."""
 
 from __future__ import annotations
 

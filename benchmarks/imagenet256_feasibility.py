@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = OmegaConf.load(REPO / "conf" / "net" / "imagenet256_cond.yaml")
+    cfg = OmegaConf.load(REPO / "src" / "beatgans" / "conf" / "net" / "imagenet256_cond.yaml")
     result: dict = {"device": platform.processor() or "cpu", "threads": torch.get_num_threads(),
                     "torch": torch.__version__}
 

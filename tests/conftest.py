@@ -15,7 +15,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = REPO / "src" / "beatgans" / "conf"  # the config tree ships inside the package
 
 # A tiny class-conditional digits setting that trains in seconds on one CPU core.
 TINY_TRAIN = [

@@ -11,7 +11,8 @@ from hydra.utils import instantiate
 from beatgans.gan import AdaptiveDiffusion
 from beatgans.lit.diffusion_gan import DiffusionGANModule
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+REPO = Path(__file__).resolve().parents[2]
+CONF = str(REPO / "src" / "beatgans" / "conf")
 EXPERIMENTS = ["toy/diffusion_gan_25gaussians", "toy/gan_25gaussians", "toy/diffusion_gan_25gaussians_target02",
                "toy/diffusion_gan_25gaussians_ct", "toy/gan_25gaussians_ct",
                "digits/diffusion_gan", "digits/gan", "cifar10/diffusion_gan_dcgan", "cifar10/gan_dcgan",
@@ -74,7 +75,7 @@ def test_toy_experiment_trains_through_the_cli(tmp_path):
     assert [float(r["gan/T"]) for r in rows] == [13.0, 15.0, 18.0, 23.0]
     import sys
 
-    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    sys.path.insert(0, str(REPO / "experiments" / "diffusion_gan_toy"))
     from forces import analyse
     from modes import per_mode
 
@@ -140,7 +141,7 @@ def test_even_grid_has_no_central_line():
 
     import torch
 
-    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    sys.path.insert(0, str(REPO / "experiments" / "diffusion_gan_toy"))
     from lines import empty_lines
 
     from beatgans.data.toy2d import gaussian_grid_modes, sample_gaussian_grid
@@ -161,7 +162,7 @@ def test_toy_lines_census_names_empty_rows_and_columns(tmp_path):
     import json
     import sys
 
-    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    sys.path.insert(0, str(REPO / "experiments" / "diffusion_gan_toy"))
     from lines import by_distance, census, empty_lines
 
     from beatgans.data.toy2d import gaussian_grid_modes
@@ -196,7 +197,7 @@ def test_toy_gap_pull_on_a_known_discriminator():
 
     import torch
 
-    sys.path.insert(0, str(Path(CONF).parent / "experiments" / "diffusion_gan_toy"))
+    sys.path.insert(0, str(REPO / "experiments" / "diffusion_gan_toy"))
     from forces import gap_pull
 
     from beatgans.data.toy2d import gaussian_grid_modes

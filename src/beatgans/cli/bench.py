@@ -27,7 +27,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from beatgans.cli.common import CONFIG_DIR
+from beatgans.cli.common import CONFIG_PATH
 from beatgans.nets import UNet
 from beatgans.utils.logging import get_logger
 
@@ -41,6 +41,15 @@ PEAK_FLOPS = {
 }
 
 
+def relative_root(name: str) -> Path:
+    """Where a relative path from conf/bench.yaml (`baseline_file`) is read from: the working directory when it
+    holds `name`, else the repository root when beatgans runs from a checkout (src/beatgans/...), else the
+    working directory. The package itself may live in site-packages, far from any benchmarks/ folder."""
+    here = Path(__file__).resolve()
+    roots = [Path.cwd()] + ([here.parents[3]] if here.parents[2].name == "src" else [])
+    return next((root for root in roots if (root / name).is_file()), Path.cwd())
+
+
 def oracle_unet(net: UNet, net_cfg: dict, baseline_file: str | None) -> torch.nn.Module | None:
     """The reference network built by `build_baseline(net, net_cfg)` in `baseline_file` (by default
     benchmarks/guided_diffusion_baseline.py, outside the package, so the product never imports the oracle),
@@ -48,8 +57,7 @@ def oracle_unet(net: UNet, net_cfg: dict, baseline_file: str | None) -> torch.nn
     if not baseline_file:
         return None
     path = Path(baseline_file)
-    if not path.is_absolute():
-        path = Path(CONFIG_DIR).parent / path
+    path = path if path.is_absolute() else relative_root(baseline_file) / path
     if not path.is_file():
         log.warning("baseline file %s not found: benchmarking our UNet only", path)
         return None
@@ -226,7 +234,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         result = {"mode": mode, "device": _device_name(device), "torch": torch.__version__,
                   "threads": torch.get_num_threads()}
         if mode == "sample":
-            result.update(bench_modes.bench_sample(cfg, device, Path(CONFIG_DIR).parent))
+            result.update(bench_modes.bench_sample(cfg, device, relative_root(cfg.baseline_file)))
         elif mode == "lightning":
             result.update(bench_modes.bench_lightning(cfg, device))
         else:
@@ -329,7 +337,7 @@ def summary_lines(result: dict) -> list[str]:
     return lines
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="bench")
 def main(cfg: DictConfig) -> None:
     for line in summary_lines(run_bench(cfg)):
         log.info(line)

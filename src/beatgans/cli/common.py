@@ -15,15 +15,31 @@ from beatgans.utils.logging import get_logger
 log = get_logger(__name__)
 
 
+# The config tree ships inside the package (beatgans/conf, package data in the wheel), so every entry point
+# composes from an installed wheel as well as from a checkout; users stack their own directories on top with
+# Hydra's --config-dir or hydra.searchpath (docs/install.md).
+PACKAGE_CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+PACKAGE_CONFIG_PATH = "pkg://beatgans.conf"
+
+
 def config_dir() -> str:
-    """Absolute path of the `conf/` tree: $BEATGANS_CONFIG_DIR, else the repository's `conf/`."""
+    """Absolute filesystem path of the primary config tree: $BEATGANS_CONFIG_DIR when set (it replaces ours),
+    else the installed package's `beatgans/conf/` (for Hydra's compose API and for tests)."""
     env = os.environ.get("BEATGANS_CONFIG_DIR")
     if env:
         return str(Path(env).resolve())
-    return str(Path(__file__).resolve().parents[3] / "conf")
+    return str(PACKAGE_CONFIG_DIR)
+
+
+def config_path() -> str:
+    """What every `hydra.main` searches first: $BEATGANS_CONFIG_DIR when set, else the package path
+    `pkg://beatgans.conf`, which Hydra resolves through importlib wherever beatgans is installed."""
+    env = os.environ.get("BEATGANS_CONFIG_DIR")
+    return str(Path(env).resolve()) if env else PACKAGE_CONFIG_PATH
 
 
 CONFIG_DIR = config_dir()
+CONFIG_PATH = config_path()
 
 
 def print_config_tree(cfg: DictConfig, resolve: bool = True) -> None:

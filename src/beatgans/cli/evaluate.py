@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from beatgans.cli.common import CONFIG_DIR
+from beatgans.cli.common import CONFIG_PATH
 from beatgans.cli.errors import exit_on_user_error
 from beatgans.metrics import (
     ReferenceStats,
@@ -141,7 +141,7 @@ def _evaluate_set(cfg: DictConfig, source: Path, out_dir: Path, names: list[str]
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     results = evaluate(cfg)

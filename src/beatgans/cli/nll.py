@@ -10,7 +10,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from beatgans.cli.common import CONFIG_DIR
+from beatgans.cli.common import CONFIG_PATH
 from beatgans.cli.errors import exit_on_user_error
 from beatgans.cli.loading import load_model
 from beatgans.diffusion import PerSampleNoise
@@ -72,7 +72,7 @@ def evaluate_nll(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="nll")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="nll")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
     metrics = evaluate_nll(cfg)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from beatgans.cli.common import CONFIG_DIR
+from beatgans.cli.common import CONFIG_PATH
 from beatgans.cli.errors import exit_on_user_error
 from beatgans.cli.latent import load_latent_sampler
 from beatgans.cli.loading import check_classifier_matches, load_classifier, load_model
@@ -252,7 +252,7 @@ def merge_shards(out_dir: Path, world: int, num_samples: int) -> tuple[np.ndarra
     return images, labels
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="sample")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     metrics = sample(cfg)

@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from beatgans.cli.common import (
-    CONFIG_DIR,
+    CONFIG_PATH,
     configure_wandb_mode,
     finish_wandb,
     instantiate_list,
@@ -181,7 +181,7 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     try:
