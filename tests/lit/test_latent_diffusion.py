@@ -139,8 +139,8 @@ def test_module_sample_images_decodes_prompted_latents():
 
 
 # ------------------------------------------------------------------ end to end through the entry points
-LDM_TINY = TINY_TRAIN + ["net.image_size=8", "net.context_dim=${cond_encoder.context_dim}", "cond_encoder.context_dim=32",
-                         "callbacks.sample_grid.on_train_end=false"]
+LDM_TINY = TINY_TRAIN + ["net.image_size=8", "net.context_dim=${cond_encoder.context_dim}",
+                         "cond_encoder.context_dim=32", "callbacks.sample_grid.on_train_end=false"]
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,8 @@ def test_class_token_run_trains_and_samples_classes(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     (["net.context_dim=8"], "net.context_dim=8 but the condition encoder gives 32-wide tokens"),
-    (["data=digits", "data.num_classes=null"], "the condition encoder reads text but data DigitsDataModule gives labels"),
+    (["data=digits", "data.num_classes=null"],
+     "the condition encoder reads text but data DigitsDataModule gives labels"),
     (["net.image_size=4"], "set net.image_size=8"),
     (["task.sample_prompts=null"], "set task.sample_prompts"),
 ])
