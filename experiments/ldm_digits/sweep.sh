@@ -12,7 +12,7 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/ldm_digits}
 AE_MIN=${AE_MIN:-4}            # autoencoder wall-clock minutes
 LDM_MIN=${LDM_MIN:-6}          # latent diffusion wall-clock minutes; the pixel model gets AE_MIN + LDM_MIN
-NUM=${NUM:-100}                # samples per job (CPU-bound: ~1 image/s with CFG on a shared core)
+NUM=${NUM:-60}                 # samples per job (CPU-bound: ~1 image/s with CFG on a shared core)
 STEPS=${STEPS:-25}             # DDIM steps
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline} PYTHONPATH=${PYTHONPATH:-src}
 COMMON=(logger=csv print_config=false trainer.enable_progress_bar=false trainer.max_steps=100000
