@@ -139,8 +139,8 @@ def test_module_sample_images_decodes_prompted_latents():
 
 
 # ------------------------------------------------------------------ end to end through the entry points
-LDM_TINY = TINY_TRAIN + ["net.image_size=8", "net.context_dim=${cond_encoder.context_dim}", "cond_encoder.context_dim=32",
-                         "callbacks.sample_grid.on_train_end=false"]
+LDM_TINY = TINY_TRAIN + ["net.image_size=8", "net.context_dim=${cond_encoder.context_dim}",
+                         "cond_encoder.context_dim=32", "callbacks.sample_grid.on_train_end=false"]
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,8 @@ def test_class_token_run_trains_and_samples_classes(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     (["net.context_dim=8"], "net.context_dim=8 but the condition encoder gives 32-wide tokens"),
-    (["data=digits", "data.num_classes=null"], "the condition encoder reads text but data DigitsDataModule gives labels"),
+    (["data=digits", "data.num_classes=null"],
+     "the condition encoder reads text but data DigitsDataModule gives labels"),
     (["net.image_size=4"], "set net.image_size=8"),
     (["task.sample_prompts=null"], "set task.sample_prompts"),
 ])
@@ -228,3 +229,63 @@ def test_text_run_resumes_exactly(tmp_path):
     for k in a:
         if isinstance(a[k], torch.Tensor):
             assert torch.equal(a[k], b[k]), k
+
+
+# ------------------------------------------------------------------ the trained autoencoder as the first stage
+@pytest.fixture(scope="module")
+def ae_run(tmp_path_factory):
+    """A tiny digits autoencoder (16 px -> z (3, 8, 8)) trained for 2 iterations."""
+    from beatgans.cli.train import train
+    from tests.lit.test_autoencoder_module import TINY_AE
+
+    out = tmp_path_factory.mktemp("ae")
+    train(compose("train", [*TINY_AE, "trainer.max_steps=2", "task.discriminator=null"], output_dir=out))
+    return out
+
+
+def _ldm_on_ae(ae_run, *extra):
+    pixel = [o for o in LDM_TINY if not o.startswith(("data.image_size", "net.image_size"))]
+    return ["experiment=digits/ldm_text", *pixel, "cond_encoder.depth=1", "first_stage=autoencoder",
+            f"first_stage.run={ae_run}", *extra]
+
+
+def test_text_ldm_on_a_trained_autoencoder_trains_and_samples_decoded_prompts(ae_run, tmp_path):
+    from beatgans.cli.sample import sample
+    from beatgans.cli.train import train
+    from beatgans.lit.autoencoder_module import load_autoencoder
+
+    cfg = compose("train", _ldm_on_ae(ae_run), output_dir=tmp_path / "ldm")
+    assert (cfg.net.image_size, cfg.net.in_channels) == (8, 3)  # sized from the first stage's latents
+    train(cfg)
+    state = torch.load(tmp_path / "ldm" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    ae = load_autoencoder(ae_run)
+    for k, v in ae.state_dict().items():  # the frozen first stage travels, unchanged, in the LDM checkpoint
+        assert torch.equal(state[f"first_stage.{k}"], v), k
+    assert float(state["first_stage.scale_factor"]) != 1.0
+    assert state["net.stem.weight"].shape[1] == 3 and state["net.out_conv.weight"].shape[0] == 3
+
+    prompts = '["a handwritten seven","the handwritten digit three"]'  # the second is a held-out phrasing
+    scfg = compose("sample", [f"run={tmp_path / 'ldm'}", "sampler.steps=3", "num_samples=4", "batch_size=4",
+                              "guidance=cfg", "guidance.scale=3", f"prompts={prompts}"], output_dir=tmp_path / "s")
+    data = np.load(sample(scfg)["samples_npz"])
+    assert data["arr_0"].shape == (4, 16, 16, 1) and data["arr_1"].tolist() == [7, 3, 7, 3]  # decoded, pixel size
+    # the same latents decoded by hand: the npz holds D(z / scale) of the sampled latents
+    from beatgans.cli.loading import load_model
+    from beatgans.lit.latent import load_latent_parts
+
+    loaded = load_model(str(tmp_path / "ldm"), None, None, None)
+    parts = load_latent_parts(loaded.config, loaded.ckpt_path)
+    images = sample_latent(loaded.net, loaded.diffusion, 2, first_stage=parts.first_stage,
+                           cond_encoder=parts.cond_encoder, guidance_scale=3.0, steps=3,
+                           conditions=["a handwritten seven", "the handwritten digit three"])
+    ref = ((images + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(ref, data["arr_0"][:2])
+
+
+def test_autoencoder_first_stage_refuses_a_latent_shape_it_does_not_make(ae_run, tmp_path):
+    from beatgans.cli.train import train
+
+    cfg = compose("train", _ldm_on_ae(ae_run, "first_stage.latent_size=4"), output_dir=tmp_path / "r")
+    with pytest.raises(Exception, match="set first_stage.latent_channels=3 first_stage.latent_size=8"):
+        train(cfg)
+    assert not (tmp_path / "r" / "checkpoints").exists()

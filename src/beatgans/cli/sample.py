@@ -124,14 +124,14 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
     net = with_autocast(net, cfg.precision)  # the net in bf16/fp16; sampler arithmetic and guidance in fp32
     latent = load_latent_sampler(cfg, loaded, device)  # latent diffusion / cross-attention runs; None otherwise
     wrapper, cond_fn, clf_classes = build_guidance(cfg, loaded, device) if latent is None else (None, None, None)
-    model_classes = loaded.num_classes or (latent.num_classes if latent is not None else None)
+    model_classes = loaded.num_classes or (latent.num_classes if latent is not None else None)  # class tokens
     check_against_model(cfg, loaded.diffusion.num_timesteps, model_classes or clf_classes,
                         "the model" if model_classes else "the classifier")
     sampler = OmegaConf.to_container(cfg.sampler)  # every option the sampler uses, checked before sampling
     nfe = sampler_nfe(loaded.diffusion, sampler["name"], sampler.get("steps"), sampler.get("skip", "time_uniform"),
                       sampler.get("order", 2))
     # Target labels: the model's classes, else (unconditional + classifier guidance) the classifier's.
-    labels_all = sample_labels(cfg.num_samples, loaded.num_classes or clf_classes or (latent and latent.num_classes),
+    labels_all = sample_labels(cfg.num_samples, model_classes or clf_classes,
                                cfg.classes, cfg.seed)
     labels_all = latent.set_conditions(cfg.num_samples, labels_all) if latent else labels_all  # prompts -> labels
     idx = np.arange(rank, cfg.num_samples, world)

@@ -264,16 +264,22 @@ class AutoencoderModule(L.LightningModule):
         self._pending_rng = checkpoint.get("rng_state")
 
 
-def load_autoencoder(path: str | Path) -> AutoencoderKL:
-    """The trained autoencoder of a run: ``path`` is a run directory or a checkpoint inside ``<run>/checkpoints``.
+def load_autoencoder(run: str | Path, latent_channels: int | None = None,
+                     latent_size: int | None = None) -> AutoencoderKL:
+    """The trained autoencoder of a run: ``run`` is a run directory or a checkpoint inside ``<run>/checkpoints``.
 
     Builds the net from ``<run>/.hydra/config.yaml`` (``net`` node), loads the ``ae.*`` weights strictly
-    (scale factor included) and returns it frozen, in eval mode, on the CPU.
+    (scale factor included) and returns it frozen, in eval mode, on the CPU. It is a latent-diffusion first
+    stage (`beatgans.nets.first_stage`): ``encode_latent`` (B, C, H, W) -> (B, c, H/f, W/f), scaled.
+
+    Args:
+        latent_channels, latent_size: the latent shape the caller expects (``conf/first_stage/autoencoder.yaml``
+            sizes the UNet from them); a run whose latents differ is refused with the values to set.
     """
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    path = Path(path)
+    path = Path(run)
     ckpt = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
     config = ckpt.parent.parent / ".hydra" / "config.yaml"
     if not ckpt.is_file() or not config.is_file():
@@ -283,6 +289,12 @@ def load_autoencoder(path: str | Path) -> AutoencoderKL:
     if "AutoencoderKL" not in str(cfg.net.get("_target_", "")):
         raise ValueError(f"{path} is not an autoencoder run (its net is {cfg.net.get('_target_')}).")
     ae = instantiate(cfg.net)
+    got = (ae.latent_channels, ae.resolution // ae.downsample_factor)
+    want = (got[0] if latent_channels is None else latent_channels, got[1] if latent_size is None else latent_size)
+    if got != tuple(int(v) for v in want):
+        raise ValueError(f"the autoencoder run {path} makes latents of {got[0]} channels at {got[1]}px, not "
+                         f"{want[0]} at {want[1]}px; set first_stage.latent_channels={got[0]} "
+                         f"first_stage.latent_size={got[1]}.")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     ae.load_state_dict({k[len("ae."):]: v for k, v in state.items() if k.startswith("ae.")})
     return ae.eval().requires_grad_(False)

@@ -23,23 +23,21 @@ REQUIRED = ("encode_latent", "decode_latent", "latent_channels", "downsample_fac
 
 
 class IdentityFirstStage(nn.Module):
-    """``z = x`` (f = 1, scale 1): latent diffusion that is pixel diffusion, for tests and as a placeholder.
+    """``z = x`` (f = 1, scale 1): latent diffusion that is pixel diffusion, for tests and as a reference.
 
     Args:
-        channels: C of the images (= latent_channels).
-        ckpt: must stay None. It marks where an autoencoder checkpoint is wired in: set it together
-            with a first-stage ``_target_`` that loads one, not with the identity.
+        latent_channels: C of the images (= the latent channels).
+        latent_size: H = W of the images (= the latent size); recorded so a config can size the net from
+            ``first_stage.latent_size`` whatever the first stage (see `conf/first_stage/`).
     """
 
     downsample_factor = 1
     clip_denoised = True  # the "latents" are images in [-1, 1]: clip as pixel-space sampling does
 
-    def __init__(self, channels: int = 1, ckpt: str | None = None):
+    def __init__(self, latent_channels: int = 1, latent_size: int | None = None):
         super().__init__()
-        if ckpt is not None:
-            raise ValueError(f"first_stage.ckpt={ckpt!r} is set but first_stage is the identity; choose an "
-                             "autoencoder first stage that loads it, or set first_stage.ckpt=null.")
-        self.latent_channels = int(channels)
+        self.latent_channels = int(latent_channels)
+        self.latent_size = None if latent_size is None else int(latent_size)
         self.scale_factor = 1.0
 
     def encode_latent(self, x: torch.Tensor, sample: bool = False,
