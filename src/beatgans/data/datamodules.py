@@ -20,7 +20,10 @@ from beatgans.data.digits import load_digits
 from beatgans.data.image_folder import DataError, ImageFolderDataset, has_class_subfolders, list_images
 from beatgans.data.superres import SuperResDataset, check_low_res_size
 from beatgans.data.toy2d import make_toy2d
+from beatgans.utils.logging import get_logger
 from beatgans.utils.rng import rng_state, set_rng_state
+
+log = get_logger(__name__)
 
 
 class FlipDataset(Dataset):
@@ -51,6 +54,12 @@ class ResumableSampler(DistributedSampler):
         return iter(indices[skip:])
 
 
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 class ResumableDataLoader(DataLoader):
     """A DataLoader over a `ResumableSampler` that follows Lightning's resumable-loader protocol
     (`state_dict` / `load_state_dict`, saved in every checkpoint), so a run resumed from a checkpoint written at
@@ -72,10 +81,29 @@ class ResumableDataLoader(DataLoader):
         self._resume: dict | None = None
 
     def state_dict(self) -> dict:
-        return {"epoch": int(self.sampler.epoch), "batches": self._epoch_batches, "rng": rng_state()}
+        """Called on every rank while a checkpoint is dumped (Lightning requires `save_checkpoint` on all ranks),
+        so under DDP the ranks' RNG states are gathered and each rank resumes its own (`rng_per_rank`)."""
+        state = {"epoch": int(self.sampler.epoch), "batches": self._epoch_batches, "rng": rng_state()}
+        if _world_size() > 1:
+            import torch.distributed as dist
+
+            per_rank = [None] * dist.get_world_size()
+            dist.all_gather_object(per_rank, state["rng"])
+            state["rng_per_rank"] = per_rank
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = dict(state)
+        per_rank = state.get("rng_per_rank")
+        if per_rank is not None:
+            import torch.distributed as dist
+
+            rank = dist.get_rank() if _world_size() > 1 else 0
+            if len(per_rank) != max(_world_size(), 1):
+                log.warning("The checkpoint's RNG states come from %d processes but this run has %d: every rank "
+                            "resumes with rank %d's state, so the random stream differs from the saved run's.",
+                            len(per_rank), _world_size(), min(rank, len(per_rank) - 1))
+            self._resume["rng"] = per_rank[min(rank, len(per_rank) - 1)]
         self.sampler.set_epoch(state["epoch"])  # workers may read the sampler before Lightning sets the epoch
 
     def __iter__(self):
