@@ -8,13 +8,48 @@ then samples exactly as before.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from beatgans.cli.loading import RunError
-from beatgans.lit.latent import conditions_for, load_latent_parts, sample_latent
+from beatgans.diffusion.latent import conditions_for, sample_latent
+
+
+@dataclass
+class LatentParts:
+    """The first stage and condition encoder of a trained run (either may be None)."""
+
+    first_stage: nn.Module | None
+    cond_encoder: nn.Module | None
+
+
+def load_latent_parts(config, ckpt_path: str | Path, use_ema: bool = True, ema_index: int = 0) -> LatentParts | None:
+    """Rebuild a run's first stage and condition encoder (with its EMA weights when asked) from its config
+    (`task.first_stage`, `task.cond_encoder`) and checkpoint; None for an ordinary pixel-space run."""
+    from hydra.utils import instantiate
+
+    task = config.get("task", {}) if config is not None else {}
+    if task.get("first_stage") is None and task.get("cond_encoder") is None:
+        return None
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("state_dict", {})
+    parts = []
+    for name, ema_prefix in (("first_stage", None), ("cond_encoder", "cond_ema")):
+        if task.get(name) is None:
+            parts.append(None)
+            continue
+        module = instantiate(task[name])
+        prefix = f"{name}."
+        if use_ema and ema_prefix and any(k.startswith(f"{ema_prefix}.shadows.{ema_index}.") for k in state):
+            prefix = f"{ema_prefix}.shadows.{ema_index}."
+        weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        module.load_state_dict(weights, strict=True)
+        parts.append(module.eval().requires_grad_(False))
+    return LatentParts(*parts)
 
 
 def prompt_labels(prompts: Sequence[str]) -> torch.Tensor | None:

@@ -255,7 +255,7 @@ class DiffusionModule(L.LightningModule):
         """
         net = self.ema.shadow(ema_index)
         if self.first_stage is not None or self.cond_encoder is not None:
-            from beatgans.lit.latent import conditions_for, sample_latent
+            from beatgans.diffusion.latent import conditions_for, sample_latent
 
             encoder = self.encoder_for(ema_index)
             conditions = conditions_for(encoder, num_samples, labels, prompts or self.hparams.sample_prompts,
