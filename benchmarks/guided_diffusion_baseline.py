@@ -19,7 +19,8 @@ def build_baseline(net, net_cfg: dict) -> torch.nn.Module:
         out_channels=net.out_channels, num_res_blocks=net_cfg["num_res_blocks"],
         # theirs takes downsample factors, ours resolutions
         attention_resolutions=tuple(size // r for r in net_cfg["attention_resolutions"]),
-        dropout=net_cfg.get("dropout", 0.0), channel_mult=tuple(net_cfg.get("channel_mult") or default_channel_mult(size)),
+        dropout=net_cfg.get("dropout", 0.0),
+        channel_mult=tuple(net_cfg.get("channel_mult") or default_channel_mult(size)),
         num_classes=net.num_classes, num_heads=net_cfg.get("num_heads", 1),
         num_head_channels=net_cfg.get("num_head_channels", -1),
         num_heads_upsample=net_cfg.get("num_heads_upsample", -1),

@@ -28,7 +28,6 @@ def make_features(num_gen: int, num_ref: int, dim: int, seed: int = 0):
 
 def _run(method: str, args: dict, queue) -> None:
     import torch
-
     from torch_fidelity.metric_prc import prc_features_to_metric
 
     from beatgans.metrics.feature_metrics import PrecisionRecall

@@ -1,7 +1,5 @@
 """Every config composes, and every experiment / net / data node instantiates (lightning-hydra-template style)."""
 
-from pathlib import Path
-
 import pytest
 from hydra.utils import instantiate
 

@@ -86,7 +86,8 @@ def test_run_ids_differ_between_processes():
     import sys
 
     code = "from beatgans.cli.rundirs import RUN_ID; print(RUN_ID)"
-    ids = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)}
+    ids = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+           for _ in range(2)}
     assert len(ids) == 2
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from beatgans.data.batching import (BatchSizeError, BatchSplit, apply_batch_split, split_global_batch,
-                                    world_size_from_trainer)
+from beatgans.data.batching import (
+    BatchSizeError,
+    BatchSplit,
+    apply_batch_split,
+    split_global_batch,
+    world_size_from_trainer,
+)
 from tests.conftest import compose
 
 
@@ -38,7 +43,8 @@ def test_split_refusals_are_one_sentence(global_batch, world, micro, message):
 
 @pytest.mark.parametrize("trainer,world", [
     ({"devices": 8, "num_nodes": 2, "accelerator": "gpu"}, 16), ({"devices": [0, 1], "accelerator": "gpu"}, 2),
-    ({"devices": "0,1,2", "accelerator": "gpu"}, 3), ({"devices": "4"}, 4), ({"devices": "auto", "accelerator": "cpu"}, 1),
+    ({"devices": "0,1,2", "accelerator": "gpu"}, 3), ({"devices": "4"}, 4),
+    ({"devices": "auto", "accelerator": "cpu"}, 1),
     ({"devices": 2, "accelerator": "cpu", "strategy": "ddp_spawn"}, 2),
 ])
 def test_world_size_from_trainer_config(trainer, world):

@@ -7,8 +7,8 @@ from beatgans.data import DataError, load_digits
 from beatgans.data.datamodules import (
     DigitsDataModule,
     ImageFolderDataModule,
-    Toy2DDataModule,
     TorchvisionDataModule,
+    Toy2DDataModule,
 )
 from beatgans.data.image_folder import ImageFolderDataset, center_crop_adm
 from beatgans.data.toy2d import gaussian_grid_modes, sample_gaussian_grid
@@ -68,7 +68,9 @@ def _write_images(root, names, size=(40, 30), mode="RGB"):
     for name in names:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.random.RandomState(0).randint(0, 255, (size[1], size[0], 3), np.uint8)).convert(mode).save(path)
+        Image.fromarray(
+            np.random.RandomState(0).randint(0, 255, (size[1], size[0], 3), np.uint8)
+        ).convert(mode).save(path)
 
 
 def test_image_folder_labels_from_folders_and_prefix(tmp_path):

@@ -144,7 +144,9 @@ def test_rescaled_training_losses_match_oracle(loss_type, var_type, spacing):
         assert max_abs(ga, gb) <= 1e-4 * max(1.0, float(gb.abs().max()))
     # the rescaling matters: unscaled timesteps give a different loss for this t-dependent net
     plain, _ = pair("cosine", 4000, "eps", var_type, loss_type, spacing=spacing)
-    assert float((plain.training_losses(net, x0, t, model_kwargs=kwargs, noise=noise)["loss"] - a["loss"]).abs().max()) > 1e-3
+    assert float(
+        (plain.training_losses(net, x0, t, model_kwargs=kwargs, noise=noise)["loss"] - a["loss"]).abs().max()
+    ) > 1e-3
 
 
 LOSS_CASES = [("mse", "fixed_small", "eps"), ("mse", "fixed_large", "x0"), ("mse", "learned_range", "eps"),

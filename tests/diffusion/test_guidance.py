@@ -9,11 +9,30 @@ import functools
 import pytest
 import torch
 
-from beatgans.diffusion import (ClassifierFreeGuidance, IgnoreLabels, classifier_cond_fn, condition_mean,
-                                condition_score, create_diffusion, ddim_sample, ddim_step, ddpm_sample, ddpm_step)
+from beatgans.diffusion import (
+    ClassifierFreeGuidance,
+    IgnoreLabels,
+    classifier_cond_fn,
+    condition_mean,
+    condition_score,
+    create_diffusion,
+    ddim_sample,
+    ddim_step,
+    ddpm_sample,
+    ddpm_step,
+)
 
-from ._oracle import (F32_TOL, RecordingNoise, TinyClassifier, TinyNet, max_abs, oracle_in_float64, pair,
-                      reference_cond_fn, replay_randn_like)
+from ._oracle import (
+    F32_TOL,
+    RecordingNoise,
+    TinyClassifier,
+    TinyNet,
+    max_abs,
+    oracle_in_float64,
+    pair,
+    reference_cond_fn,
+    replay_randn_like,
+)
 
 C, SHAPE, K = 2, (2, 5, 5), 3
 

@@ -35,7 +35,8 @@ def test_ddpm_step_matches_oracle(var_type, spacing):
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0, 0.5])
-@pytest.mark.parametrize("mean_type,var_type", [("eps", "fixed_small"), ("x0", "fixed_large"), ("eps", "learned_range")])
+@pytest.mark.parametrize("mean_type,var_type",
+                         [("eps", "fixed_small"), ("x0", "fixed_large"), ("eps", "learned_range")])
 def test_ddim_step_matches_oracle(eta, mean_type, var_type):
     ours, oracle = pair("linear", 1000, mean_type=mean_type, var_type=var_type, spacing="ddim25")
     net = TinyNet(C, 2 * C if var_type == "learned_range" else C)

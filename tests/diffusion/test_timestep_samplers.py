@@ -26,7 +26,7 @@ def test_loss_second_moment_weights_match_oracle(monkeypatch):
     oracle = _oracle_resampler(monkeypatch, history_per_term=4, uniform_prob=0.01)
     rng = np.random.default_rng(0)
     warm_seen = False
-    for step in range(40):
+    for _step in range(40):
         t = rng.integers(0, T, size=5)
         losses = rng.random(5) * (t + 1)  # later steps have larger losses
         ours.update(torch.from_numpy(t), torch.from_numpy(losses))

@@ -17,7 +17,8 @@ def test_digits_classifier_shares_the_ddpm_process_and_resolution():
     assert clf.task._target_.endswith("NoisyClassifierModule") and clf.net._target_.endswith("EncoderClassifier")
     assert clf.diffusion == ddpm.diffusion and clf.data.image_size == ddpm.data.image_size == 16
     assert (clf.diffusion.schedule, clf.diffusion.num_timesteps) == ("linear", 1000)
-    assert clf.task.noised and clf.task.optimizer._target_ == "torch.optim.AdamW" and clf.task.optimizer.weight_decay > 0
+    assert (clf.task.noised and clf.task.optimizer._target_ == "torch.optim.AdamW"
+            and clf.task.optimizer.weight_decay > 0)
 
 
 def test_digits_cfg_and_unconditional_presets():
@@ -38,4 +39,5 @@ def test_imagenet_classifier_presets(res, model, lr, wd):
     assert clf.task.optimizer.lr == lr and clf.task.optimizer.weight_decay == wd and clf.task.anneal_lr
     assert clf.data.global_batch_size == 256 and clf.net.image_size == res and clf.net.num_classes == 1000
     assert clf.net.num_res_blocks == (4 if res == 64 else 2) and clf.net.model_channels == 128
-    assert (clf.diffusion.schedule, clf.diffusion.num_timesteps) == (diff.diffusion.schedule, diff.diffusion.num_timesteps)
+    assert ((clf.diffusion.schedule, clf.diffusion.num_timesteps)
+            == (diff.diffusion.schedule, diff.diffusion.num_timesteps))

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 import beatgans.cli.sample as sample_cli
@@ -112,7 +111,8 @@ def test_refuses_other_schedule_resolution_or_classes():
         check_classifier_matches(model_diff, unet, _config("linear", 100),
                                  EncoderClassifier(16, 1, 32, 10, 1, [], channel_mult=[1], num_head_channels=32))
     with pytest.raises(RunError, match="has 5 classes but the class-conditional diffusion model 10"):
-        check_classifier_matches(model_diff, unet, None, EncoderClassifier(8, 1, 32, 5, 1, [], channel_mult=[1], num_head_channels=32))
+        check_classifier_matches(model_diff, unet, None,
+                                 EncoderClassifier(8, 1, 32, 5, 1, [], channel_mult=[1], num_head_channels=32))
 
 
 def test_multirun_over_scales_writes_one_run_dir_per_scale(guidance_runs, tmp_path):

@@ -30,8 +30,9 @@ def _oracle_model():
 
 
 def _overrides(ckpt, sampler, steps, n):
-    return [f"ckpt={ckpt}", "net=iddpm_cifar10", "diffusion=iddpm_t4000", f"sampler={sampler}", f"sampler.steps={steps}",
-            f"num_samples={n}", "batch_size=2", "net.model_channels=32", "seed=5", "judge=false"]
+    return [f"ckpt={ckpt}", "net=iddpm_cifar10", "diffusion=iddpm_t4000", f"sampler={sampler}",
+            f"sampler.steps={steps}", f"num_samples={n}", "batch_size=2", "net.model_channels=32", "seed=5",
+            "judge=false"]
 
 
 @pytest.mark.parametrize("sampler,steps", [("ddpm", "10"), ("ddim", "ddim10")])

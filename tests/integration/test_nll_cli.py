@@ -1,9 +1,6 @@
 """Learned-sigma / hybrid-loss training on the digits, then `beatgans-nll` on the checkpoint."""
 
-import json
 import math
-
-import torch
 
 from beatgans.cli.nll import evaluate_nll
 from beatgans.cli.train import train

@@ -16,8 +16,9 @@ from tests.conftest import REPO, TINY_TRAIN
 from tests.integration.test_resume import assert_same_state, load
 
 # every 3 steps: kills land between checkpoints, and the final stop (max_steps=10) is off that grid
-OVERRIDES = TINY_TRAIN + ["callbacks.sample_grid.on_train_end=false", "callbacks.model_checkpoint.every_n_train_steps=3",
-                          "task.ema_rates=[0.9]", "data.random_flip=true", "trainer.max_steps=10"]
+OVERRIDES = TINY_TRAIN + ["callbacks.sample_grid.on_train_end=false",
+                          "callbacks.model_checkpoint.every_n_train_steps=3", "task.ema_rates=[0.9]",
+                          "data.random_flip=true", "trainer.max_steps=10"]
 
 
 def launch(run_dir, *extra):
@@ -34,7 +35,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
     run = tmp_path / "killed"
     ckpts = run / "checkpoints"
     kills = 0
-    for attempt in range(8):
+    for _attempt in range(8):
         proc = launch(run, *(["ckpt_path=last"] if (ckpts / "last.ckpt").exists() else []))
         if kills < 3:
             deadline = time.monotonic() + 120

@@ -104,7 +104,8 @@ def test_failed_sweep_job_is_listed(tmp_path):
     summary = json.loads((tmp_path / "sweep_summary.json").read_text())
     assert summary["failed"] == [1]
     assert summary["jobs"][0]["status"] == "completed" and "output channels" in summary["jobs"][1]["error"]
-    assert re.search(r"Sweep job 1 \(.*diffusion.var_type=learned_range\) failed: ConfigError", proc.stdout + proc.stderr)
+    assert re.search(r"Sweep job 1 \(.*diffusion.var_type=learned_range\) failed: ConfigError",
+                     proc.stdout + proc.stderr)
 
 
 def test_a_failed_job_closes_its_wandb_run_as_failed(monkeypatch, tiny_train_cfg):

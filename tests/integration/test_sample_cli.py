@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from beatgans.cli.sample import generate, merge_shards, sample
 from beatgans.cli.train import train

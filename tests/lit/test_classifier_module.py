@@ -59,7 +59,7 @@ def test_noised_inputs_and_logged_accuracy_keys():
     assert logged["train/acc@1_q0"] == logged["train/acc@1_q1"] == 0.0
     assert logged["train/acc@1_q2"] == logged["train/acc@1_q3"] == 1.0
     assert logged["train/acc@1"] == pytest.approx(float((t >= 50).float().mean()))
-    assert logged["train/acc@5"] == 1.0  # class 1 is always among the top 5 
+    assert logged["train/acc@5"] == 1.0  # class 1 is always among the top 5
     assert loss.ndim == 0 and torch.isfinite(loss)
 
 

@@ -12,9 +12,9 @@ import torch
 
 from beatgans.diffusion import create_diffusion
 from beatgans.diffusion.guidance import ClassifierFreeGuidance
+from beatgans.diffusion.latent import sample_latent
 from beatgans.diffusion.sampling import sample_with
 from beatgans.lit.diffusion_module import DiffusionModule
-from beatgans.diffusion.latent import sample_latent
 from beatgans.nets import UNet
 from beatgans.nets.conditioning import ClassTokenEncoder, TextTransformerEncoder, WordTokenizer
 from beatgans.nets.first_stage import IdentityFirstStage
@@ -270,8 +270,8 @@ def test_text_ldm_on_a_trained_autoencoder_trains_and_samples_decoded_prompts(ae
     data = np.load(sample(scfg)["samples_npz"])
     assert data["arr_0"].shape == (4, 16, 16, 1) and data["arr_1"].tolist() == [7, 3, 7, 3]  # decoded, pixel size
     # the same latents decoded by hand: the npz holds D(z / scale) of the sampled latents
-    from beatgans.cli.loading import load_model
     from beatgans.cli.latent import load_latent_parts
+    from beatgans.cli.loading import load_model
 
     loaded = load_model(str(tmp_path / "ldm"), None, None, None)
     parts = load_latent_parts(loaded.config, loaded.ckpt_path)

@@ -77,7 +77,8 @@ def test_text_encoder_checkpoint_carries_its_vocabulary():
 def test_captions_hold_out_phrasings_with_known_words():
     assert not set(TRAIN_PHRASINGS) & set(HELDOUT_PHRASINGS)
     train_words = {w for c in all_captions(TRAIN_PHRASINGS) for w in split_words(c)}
-    assert {w for c in all_captions(HELDOUT_PHRASINGS) for w in split_words(c)} <= train_words  # held out: phrasing, not words
+    # held out: phrasing, not words
+    assert {w for c in all_captions(HELDOUT_PHRASINGS) for w in split_words(c)} <= train_words
     assert not set(all_captions(HELDOUT_PHRASINGS)) & set(all_captions(TRAIN_PHRASINGS))
     prompts = digit_prompts()
     assert [prompt_label(p) for p in prompts] == [k for k in range(10) for _ in HELDOUT_PHRASINGS]

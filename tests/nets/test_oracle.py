@@ -157,7 +157,8 @@ def _oracle_classifier(kw: dict, pool: str) -> torch.nn.Module:
     size = kw["image_size"]
     return gd_unet.EncoderUNetModel(
         image_size=size, in_channels=3, model_channels=kw["model_channels"], out_channels=kw["num_classes"],
-        num_res_blocks=kw["num_res_blocks"], attention_resolutions=tuple(size // r for r in kw["attention_resolutions"]),
+        num_res_blocks=kw["num_res_blocks"],
+        attention_resolutions=tuple(size // r for r in kw["attention_resolutions"]),
         channel_mult=tuple(kw["channel_mult"]), num_head_channels=kw["num_head_channels"],
         use_scale_shift_norm=kw["use_scale_shift_norm"], resblock_updown=kw["resblock_updown"], pool=pool,
     )

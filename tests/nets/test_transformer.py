@@ -63,7 +63,8 @@ def test_padded_context_tokens_do_not_change_the_output():
 def test_unet_with_context_shapes_gradients_and_checkpointing():
     torch.manual_seed(0)
     net = UNet(**CTX)
-    assert sum(isinstance(m, SpatialTransformer) for m in net.modules()) == 4  # at 4 px: 1 encoder, the middle, 2 decoder blocks
+    # at 4 px: 1 encoder, the middle, 2 decoder blocks
+    assert sum(isinstance(m, SpatialTransformer) for m in net.modules()) == 4
     _perturb(net)
     x, t = torch.randn(2, 2, 8, 8), torch.tensor([3, 40])
     ctx = _context().requires_grad_(True)

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from beatgans.nets import UNet
-from beatgans.nets.layers import AttentionBlock, GroupNorm32, ResBlock, timestep_embedding, upsample2x, upsample2x_conv3x3
+from beatgans.nets.layers import (
+    AttentionBlock,
+    GroupNorm32,
+    ResBlock,
+    timestep_embedding,
+    upsample2x,
+    upsample2x_conv3x3,
+)
 
 BASE = dict(image_size=16, in_channels=3, model_channels=32, num_res_blocks=1,
             attention_resolutions=[8], channel_mult=[1, 2])

@@ -70,7 +70,9 @@ class LatentSampler:
             if module is not None:
                 module.to(device)
         encoder = parts.cond_encoder
-        self.num_classes = loaded.config.task.get("num_classes") if encoder is None or encoder.kind == "labels" else None
+        self.num_classes = (
+            loaded.config.task.get("num_classes") if encoder is None or encoder.kind == "labels" else None
+        )
         g = cfg.guidance
         if g.name not in ("none", "cfg"):
             raise RunError(f"guidance={g.name} is not available for a latent / cross-attention run (a pixel-space "
@@ -111,7 +113,8 @@ def load_latent_sampler(cfg: DictConfig, loaded, device: torch.device) -> Latent
     parts = load_latent_parts(loaded.config, loaded.ckpt_path, cfg.use_ema, cfg.ema_index)
     if parts is None:
         if cfg.get("prompts"):
-            raise RunError("prompts= needs a text-conditioned run (task.cond_encoder); this run has none, use classes=.")
+            raise RunError("prompts= needs a text-conditioned run (task.cond_encoder); "
+                           "this run has none, use classes=.")
         return None
     return LatentSampler(cfg, loaded, parts, device)
 

@@ -113,7 +113,9 @@ def load_model(run: str | None, ckpt: str | None, net_cfg: DictConfig | None, di
     return LoadedModel(net.eval(), diffusion, config, ckpt_path, num_classes)
 
 
-def load_classifier(run: str | None, ckpt: str | None, net_cfg: DictConfig | None) -> tuple[nn.Module, DictConfig | None]:
+def load_classifier(
+    run: str | None, ckpt: str | None, net_cfg: DictConfig | None
+) -> tuple[nn.Module, DictConfig | None]:
     """A noisy classifier from its training run (or ckpt + net config). Returns (net, its run config)."""
     from hydra.utils import instantiate
 
@@ -153,7 +155,8 @@ def check_classifier_matches(model_diffusion, model_net, clf_config: DictConfig 
                            f"T={t_model}; train the classifier with the model's diffusion config.")
         # abar at the original timesteps both processes share; a respaced model keeps abar at its kept steps.
         clf_abar = dict(zip(clf_diff.timestep_map.tolist(), torch.as_tensor(clf_diff.alphas_cumprod).tolist()))
-        model_abar = zip(model_diffusion.timestep_map.tolist(), torch.as_tensor(model_diffusion.alphas_cumprod).tolist())
+        model_abar = zip(model_diffusion.timestep_map.tolist(),
+                         torch.as_tensor(model_diffusion.alphas_cumprod).tolist())
         if any(t not in clf_abar or abs(clf_abar[t] - a) > 1e-6 * max(a, 1e-12) + 1e-9 for t, a in model_abar):
             raise RunError(f"The classifier was trained with a different noise schedule "
                            f"({_schedule_name(clf_config)}) than the diffusion model "

@@ -181,7 +181,8 @@ def write_outputs(out_dir: Path, images: np.ndarray, labels: np.ndarray | None, 
         metrics.update(judge_and_evaluate(images, labels, cfg))
         write_json(out_dir / "metrics.json", metrics, overwrite=False)
     except FileExistsError as err:
-        raise UserError(f"{getattr(err, 'filename2', None) or err.filename} appeared while sampling (another run is writing into {out_dir}); "
+        raise UserError(f"{getattr(err, 'filename2', None) or err.filename} appeared while sampling "
+                        f"(another run is writing into {out_dir}); "
                         "nothing was replaced, sample into a new directory.") from None
     return metrics
 

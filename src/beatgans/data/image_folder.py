@@ -75,7 +75,8 @@ def labels_for(files: list[Path], root: str | os.PathLike, source: str) -> tuple
         names = [f.name.split("_")[0] if "_" in f.name else None for f in files]
         if any(n is None for n in names):
             bad = next(f for f, n in zip(files, names) if n is None)
-            raise DataError(f"File {bad} has no '<class>_' prefix, so its label is missing for a class-conditional model.")
+            raise DataError(f"File {bad} has no '<class>_' prefix, "
+                            "so its label is missing for a class-conditional model.")
     else:
         raise ValueError(f"image_folder: label source must be 'folder' or 'prefix', got {source!r}.")
     classes = sorted(set(names))

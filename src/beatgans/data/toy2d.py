@@ -26,7 +26,8 @@ def sample_gaussian_grid(n: int, std: float = 0.05, spacing: float = 2.0, grid: 
     modes = gaussian_grid_modes(spacing, grid)
     if balanced:
         if n % len(modes):
-            raise ValueError(f"balanced sampling needs n to be a multiple of {len(modes)} (equal points per mode), got {n}")
+            raise ValueError(f"balanced sampling needs n to be a multiple of {len(modes)} "
+                             f"(equal points per mode), got {n}")
         ids = torch.arange(len(modes)).repeat(n // len(modes))
     else:
         ids = torch.randint(len(modes), (n,), generator=generator)

@@ -81,7 +81,8 @@ class GaussianDiffusion:
             timestep_map = range(self.num_timesteps)
         self.timestep_map = torch.as_tensor(list(map(int, timestep_map)), dtype=torch.long)
         if self.timestep_map.shape != (self.num_timesteps,):
-            raise ValueError(f"timestep_map must have {self.num_timesteps} entries, got {tuple(self.timestep_map.shape)}")
+            raise ValueError(f"timestep_map must have {self.num_timesteps} entries, "
+                             f"got {tuple(self.timestep_map.shape)}")
         self.base_num_timesteps = int(base_num_timesteps or int(self.timestep_map.max()) + 1)
         self.rescale_timesteps = bool(rescale_timesteps)
         self._identity_map = bool(torch.equal(self.timestep_map, torch.arange(self.num_timesteps)))
@@ -107,7 +108,9 @@ class GaussianDiffusion:
         first = self.posterior_variance[1] if T > 1 else self.posterior_variance[0]
         self.posterior_log_variance_clipped = np.log(np.append(first, self.posterior_variance[1:]))
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(self.alphas) / (1.0 - self.alphas_cumprod)
+        self.posterior_mean_coef2 = (
+            (1.0 - self.alphas_cumprod_prev) * np.sqrt(self.alphas) / (1.0 - self.alphas_cumprod)
+        )
         self.log_betas = np.log(betas)
         # fixed_large starts with the posterior variance for a better decoder likelihood (DDPM).
         self.fixed_large_variance = np.append(first, betas[1:])
@@ -174,7 +177,9 @@ class GaussianDiffusion:
         t = self.original_timesteps(t)
         return t.float() * (1000.0 / self.base_num_timesteps) if self.rescale_timesteps else t
 
-    def respace(self, spacing: str | Sequence[int] | None = None, *, use_timesteps: Sequence[int] | None = None) -> "GaussianDiffusion":
+    def respace(
+        self, spacing: str | Sequence[int] | None = None, *, use_timesteps: Sequence[int] | None = None
+    ) -> "GaussianDiffusion":
         """A process over a subset of this one's steps, with the same ``abar`` at the kept steps.
 
         Args:
@@ -183,7 +188,9 @@ class GaussianDiffusion:
         """
         if (spacing is None) == (use_timesteps is None):
             raise ValueError("give exactly one of spacing or use_timesteps")
-        steps = space_timesteps(self.num_timesteps, spacing) if use_timesteps is None else [int(s) for s in use_timesteps]
+        steps = (
+            space_timesteps(self.num_timesteps, spacing) if use_timesteps is None else [int(s) for s in use_timesteps]
+        )
         betas = respaced_betas(self.alphas_cumprod, steps)
         return GaussianDiffusion(betas, self.mean_type, self.var_type, self.loss_type,
                                  timestep_map=self.timestep_map[steps].tolist(),
@@ -216,11 +223,13 @@ class GaussianDiffusion:
     # ------------------------------------------------------------------ parameterisations
     def predict_x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x0 = sqrt(1 / abar) x_t - sqrt(1 / abar - 1) eps."""
-        return self.coef("sqrt_recip_alphas_cumprod", t, x_t) * x_t - self.coef("sqrt_recipm1_alphas_cumprod", t, x_t) * eps
+        return (self.coef("sqrt_recip_alphas_cumprod", t, x_t) * x_t
+                - self.coef("sqrt_recipm1_alphas_cumprod", t, x_t) * eps)
 
     def predict_eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """eps = (sqrt(1 / abar) x_t - x0) / sqrt(1 / abar - 1)."""
-        return (self.coef("sqrt_recip_alphas_cumprod", t, x_t) * x_t - x0) / self.coef("sqrt_recipm1_alphas_cumprod", t, x_t)
+        return ((self.coef("sqrt_recip_alphas_cumprod", t, x_t) * x_t - x0)
+                / self.coef("sqrt_recipm1_alphas_cumprod", t, x_t))
 
     def predict_x0_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
         """x0 = sqrt(abar) x_t - sqrt(1 - abar) v."""
@@ -259,7 +268,8 @@ class GaussianDiffusion:
             mean_out, v = model_output[:, :C], model_output[:, C:]
             # IDDPM eq. 15: v in [-1, 1] spans [posterior log variance, log beta].
             frac = (v + 1) / 2
-            log_var = frac * self.coef("log_betas", t, x) + (1 - frac) * self.coef("posterior_log_variance_clipped", t, x)
+            log_var = (frac * self.coef("log_betas", t, x)
+                       + (1 - frac) * self.coef("posterior_log_variance_clipped", t, x))
             var = torch.exp(log_var)
         else:
             if model_output.shape[1] != C:
@@ -351,8 +361,10 @@ class GaussianDiffusion:
                              noise=noise, progress=progress)
 
     def __repr__(self) -> str:
-        return (f"GaussianDiffusion(T={self.num_timesteps}, base_T={self.base_num_timesteps}, mean_type={self.mean_type!r}, "
-                f"var_type={self.var_type!r}, loss_type={self.loss_type!r}, rescale_timesteps={self.rescale_timesteps})")
+        return (f"GaussianDiffusion(T={self.num_timesteps}, base_T={self.base_num_timesteps}, "
+                f"mean_type={self.mean_type!r}, "
+                f"var_type={self.var_type!r}, loss_type={self.loss_type!r}, "
+                f"rescale_timesteps={self.rescale_timesteps})")
 
 
 def create_diffusion(schedule: str = "linear", num_timesteps: int = 1000, mean_type: str = "eps",

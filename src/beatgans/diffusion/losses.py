@@ -52,7 +52,8 @@ def discretized_gaussian_log_likelihood(x: Tensor, *, means: Tensor, log_scales:
         (B, ...) log-probabilities, <= 0.
     """
     if not (x.shape == means.shape == log_scales.shape):
-        raise ValueError(f"shape mismatch: x {tuple(x.shape)}, means {tuple(means.shape)}, log_scales {tuple(log_scales.shape)}")
+        raise ValueError(f"shape mismatch: x {tuple(x.shape)}, means {tuple(means.shape)}, "
+                         f"log_scales {tuple(log_scales.shape)}")
     centered = x - means
     inv_std = torch.exp(-log_scales)
     cdf_upper = approx_standard_normal_cdf(inv_std * (centered + 1.0 / 255.0))

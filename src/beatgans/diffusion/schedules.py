@@ -70,7 +70,8 @@ def get_named_beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
         if betas[-1] > 0.999:
             # T <= 20 would give beta >= 1 (abar = 0, infinite x0 coefficients, NaN samples). Cap as
             # the cosine schedule does; for T >= 21 the table is exactly the reference one.
-            log.warning("linear schedule with T=%d has betas up to %.3g; capping them at 0.999", num_timesteps, betas[-1])
+            log.warning("linear schedule with T=%d has betas up to %.3g; capping them at 0.999",
+                        num_timesteps, betas[-1])
             betas = np.minimum(betas, 0.999)
         return betas
     if name == "cosine":

@@ -86,7 +86,8 @@ class DiffusionModule(L.LightningModule):
         self.p_uncond = float(p_uncond)
         self._init_conditioning(first_stage, cond_encoder, ema_rates)
         if p_uncond > 0 and num_classes is None and cond_encoder is None:
-            raise ValueError("p_uncond > 0 (classifier-free guidance) needs a class-conditional model: set num_classes.")
+            raise ValueError("p_uncond > 0 (classifier-free guidance) needs a class-conditional model: "
+                             "set num_classes.")
         T = diffusion.num_timesteps
         if timestep_sampler == "uniform":
             self.t_sampler = UniformSampler(T)
@@ -115,7 +116,9 @@ class DiffusionModule(L.LightningModule):
 
         self.first_stage = check_first_stage(first_stage) if first_stage is not None else None
         self.cond_encoder = cond_encoder
-        self.cond_ema = EMA(cond_encoder, ema_rates) if cond_encoder is not None and not is_frozen(cond_encoder) else None
+        self.cond_ema = (
+            EMA(cond_encoder, ema_rates) if cond_encoder is not None and not is_frozen(cond_encoder) else None
+        )
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -3,8 +3,14 @@ cached reference statistics. Pure torch / numpy / scipy / torchmetrics: no Light
 
 from beatgans.metrics.digits import DigitsCNN, digits_classifier, load_digits_cnn
 from beatgans.metrics.evaluate import evaluate_samples, load_samples, shard_bounds
-from beatgans.metrics.extractors import (DigitsExtractor, FeatureExtractor, InceptionExtractor, RandomExtractor,
-                                         build_extractor, quantize_uint8)
+from beatgans.metrics.extractors import (
+    DigitsExtractor,
+    FeatureExtractor,
+    InceptionExtractor,
+    RandomExtractor,
+    build_extractor,
+    quantize_uint8,
+)
 from beatgans.metrics.feature_metrics import FrechetDistance, InceptionScore, KernelDistance, PrecisionRecall
 from beatgans.metrics.reference import ReferenceStats, compute_reference_stats, extract_features
 

@@ -25,8 +25,8 @@ from beatgans.utils.logging import get_logger
 log = get_logger(__name__)
 
 # Changing any entry changes the cache key, so stale weights are never reused.
-RECIPE = {"arch": "digits-cnn-v1", "widths": [16, 32, 64], "pool_dim": 128, "global_pool": "max", "epochs": 15, "batch_size": 50,
-          "lr": 3e-3, "weight_decay": 1e-4, "seed": 0, "heldout": 297, "quantised": True}
+RECIPE = {"arch": "digits-cnn-v1", "widths": [16, 32, 64], "pool_dim": 128, "global_pool": "max", "epochs": 15,
+          "batch_size": 50, "lr": 3e-3, "weight_decay": 1e-4, "seed": 0, "heldout": 297, "quantised": True}
 
 
 def cache_dir() -> Path:
@@ -145,7 +145,9 @@ def digits_classifier(image_size: int = 16) -> DigitsCNN:
     return load_digits_cnn(image_size)
 
 
-def target_accuracy(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int = 500) -> float:
+def target_accuracy(
+    images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int = 500
+) -> float:
     """Share of samples the digits classifier assigns to their target class.
 
     Args:

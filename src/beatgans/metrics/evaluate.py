@@ -17,8 +17,7 @@ import torch
 from torchmetrics import Metric
 
 from beatgans.metrics.extractors import DigitsExtractor, FeatureExtractor, build_extractor
-from beatgans.metrics.feature_metrics import (FrechetDistance, InceptionScore, KernelDistance,
-                                              PrecisionRecall)
+from beatgans.metrics.feature_metrics import FrechetDistance, InceptionScore, KernelDistance, PrecisionRecall
 from beatgans.metrics.reference import ReferenceStats, compute_reference_stats, iter_batches_nchw
 from beatgans.utils.errors import UserError
 from beatgans.utils.logging import get_logger
@@ -96,7 +95,8 @@ def evaluate_samples(images_uint8_nhwc: np.ndarray | torch.Tensor, reference: Re
     """
     images = images_uint8_nhwc
     if images.ndim != 4 or images.dtype not in (np.uint8, torch.uint8):
-        raise ValueError(f"evaluate_samples: expected uint8 (N, H, W, C) images, got {images.dtype} {tuple(images.shape)}.")
+        raise ValueError(f"evaluate_samples: expected uint8 (N, H, W, C) images, "
+                         f"got {images.dtype} {tuple(images.shape)}.")
     extractor = resolve_extractor(extractor, images, inception_weights, device)
     reference = resolve_reference(reference, extractor)
     device = next(extractor.parameters()).device

@@ -19,5 +19,5 @@ __all__ = [
     "load_openai_checkpoint",
     "to_openai_state_dict",
 ]
-from beatgans.nets.gan import DCGANDiscriminator, DCGANGenerator, SNGANDiscriminator, SNGANGenerator  # noqa: E402,F401
 from beatgans.nets.autoencoder import AutoencoderKL, DiagonalGaussian, compute_scale_factor  # noqa: E402,F401
+from beatgans.nets.gan import DCGANDiscriminator, DCGANGenerator, SNGANDiscriminator, SNGANGenerator  # noqa: E402,F401

@@ -224,7 +224,8 @@ class HFTextEncoder(_TextConditions, nn.Module):
         try:
             import transformers
         except ImportError:
-            raise ImportError("the Hugging Face text encoder needs the 'text' extra: pip install 'beatgans[text]'.") from None
+            raise ImportError("the Hugging Face text encoder needs the 'text' extra: "
+                              "pip install 'beatgans[text]'.") from None
         model = getattr(transformers, model_class).from_pretrained(folder, local_files_only=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
         return cls(model, tokenizer, max_length, use_mask, freeze)

@@ -169,7 +169,8 @@ class _DisBlock(nn.Module):
         self.main = nn.Sequential(*main)
         skip: list[nn.Module] = []
         if first:  # pool before the 1x1 conv, as in SNGAN's optimized first block
-            skip = [nn.AvgPool2d(2), _maybe_sn(nn.Conv2d(cin, cout, 1), sn)] if down else [_maybe_sn(nn.Conv2d(cin, cout, 1), sn)]
+            skip = ([nn.AvgPool2d(2), _maybe_sn(nn.Conv2d(cin, cout, 1), sn)] if down
+                    else [_maybe_sn(nn.Conv2d(cin, cout, 1), sn)])
         elif cin != cout or down:
             skip = [_maybe_sn(nn.Conv2d(cin, cout, 1), sn)] + ([nn.AvgPool2d(2)] if down else [])
         self.skip = nn.Sequential(*skip)

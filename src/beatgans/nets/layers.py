@@ -112,7 +112,9 @@ class EmbedBlock(nn.Module):
 class ContextBlock(nn.Module):
     """A block whose forward takes ``(x, context, context_mask)`` (cross-attention, `nets.transformer`)."""
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
+    def forward(  # pragma: no cover
+        self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -163,9 +165,11 @@ def upsample2x_conv3x3(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     Args: x (B, C_in, H, W). Returns (B, C_out, 2H, 2W).
     """
     w = conv.weight  # (O, I, 3, 3)
-    rows = (torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2), torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2))
+    rows = (torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2),
+            torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2))
     kernels = [
-        torch.stack([r[..., 0], r[..., 1] + r[..., 2]], -1) if b == 0 else torch.stack([r[..., 0] + r[..., 1], r[..., 2]], -1)
+        torch.stack([r[..., 0], r[..., 1] + r[..., 2]], -1) if b == 0
+        else torch.stack([r[..., 0] + r[..., 1], r[..., 2]], -1)
         for r in rows for b in (0, 1)
     ]  # phases (a, b) in order 00, 01, 10, 11; each (O, I, 2, 2)
     out_ch = w.shape[0]
@@ -270,7 +274,8 @@ class ResBlock(EmbedBlock):
             # (groups never straddle samples, so the statistics are unchanged).
             scale, shift = e.chunk(2, dim=1)
             scale = scale + 1.0
-            h = self.norm2.normalize_per_sample(h, self.norm2.weight * scale, torch.addcmul(shift, self.norm2.bias, scale))
+            h = self.norm2.normalize_per_sample(h, self.norm2.weight * scale,
+                                                torch.addcmul(shift, self.norm2.bias, scale))
         else:
             e = e.to(h.dtype)[:, :, None, None]
             h = self.norm2(h + e)
@@ -335,7 +340,9 @@ class AttentionBlock(nn.Module):
         return _residual(x, h.transpose(1, 2).reshape(b, c, *spatial), self.residual_rescale)
 
 
-def multihead_attention(qkv: torch.Tensor, num_heads: int, new_order: bool, query_len: int | None = None) -> torch.Tensor:
+def multihead_attention(
+    qkv: torch.Tensor, num_heads: int, new_order: bool, query_len: int | None = None
+) -> torch.Tensor:
     """Softmax attention on packed per-token projections.
 
     Args:
