@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -187,3 +189,30 @@ def test_discriminator_field_and_landscape_plot(tmp_path):
     # a uniform sigmoid(3) = 0.95 grey background under the axes: far fewer pure-white pixels
     white = lambda im: (im[..., :3] > 0.99).all(-1).mean()  # noqa: E731
     assert white(with_field) < 0.7 * white(plain)
+
+
+def test_nonsaturating_loss_golden_values():
+    """One loss for G, D and the force analysis: -log sigmoid(D) on reals, -log(1 - sigmoid(D)) on fakes."""
+    import math
+
+    from beatgans.gan import discriminator_loss, generator_loss, nonsaturating_loss
+
+    logits = torch.tensor([0.0, math.log(3.0)])
+    torch.testing.assert_close(nonsaturating_loss(logits, real=True), torch.tensor([math.log(2), math.log(4 / 3)]))
+    torch.testing.assert_close(nonsaturating_loss(logits, real=False), torch.tensor([math.log(2), math.log(4)]))
+    assert generator_loss(logits).item() == pytest.approx((math.log(2) + math.log(4 / 3)) / 2)
+    assert discriminator_loss(logits, logits).item() == pytest.approx(
+        (math.log(2) + math.log(4)) / 2 + (math.log(2) + math.log(4 / 3)) / 2)
+
+
+def test_analysis_is_a_callback_the_module_attaches(tmp_path):
+    """Scatter plots and the history file come from GANAnalysis, which the trainer runs as a callback."""
+    from beatgans.lit.gan_analysis import GANAnalysis
+
+    m = _module(eval_modes=gaussian_grid_modes(), eval_samples=200, plot_every=3)
+    trainer = _trainer(tmp_path, 6)
+    trainer.fit(m, _loader())
+    assert any(isinstance(cb, GANAnalysis) for cb in trainer.callbacks)
+    names = sorted(p.name for p in (tmp_path / "samples").glob("*.png"))
+    assert names == ["scatter_final.png", "scatter_it0000003.png", "scatter_it0000006.png"]
+    assert [r["iteration"] for r in json.loads((tmp_path / "gan_history.json").read_text())] == [1, 5]
