@@ -44,7 +44,8 @@ class GANAnalysis(L.Callback):
         self.save_artifacts = save_artifacts
 
     def _run_dir(self, trainer) -> Path | None:
-        if trainer is None or not self.save_artifacts or trainer.global_rank != 0:
+        # debug=fdr (fast_dev_run) writes no artefacts
+        if trainer is None or not self.save_artifacts or trainer.global_rank != 0 or trainer.fast_dev_run:
             return None
         return Path(trainer.default_root_dir)
 
