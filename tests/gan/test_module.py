@@ -52,7 +52,7 @@ def test_plain_gan_switch_removes_noise():
     for enabled in (False, True):
         m = _module(noise_enabled=enabled)
         seen = []
-        m.discriminator.register_forward_pre_hook(lambda mod, args: seen.append(args))
+        m.discriminator.register_forward_pre_hook(lambda mod, args, seen=seen: seen.append(args))
         m.run_discriminator(x, None)
         d_in, t = seen[0][0], seen[0][1]
         if enabled:
@@ -94,7 +94,8 @@ def test_resume_restores_p_and_T_exactly(tmp_path):
     # and through Lightning's ckpt_path resume the controller continues from the saved state
     m3 = _module()
     L.Trainer(max_steps=18, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-              default_root_dir=str(tmp_path), enable_checkpointing=False).fit(m3, _loader(), ckpt_path=str(ckpt), weights_only=False)
+              default_root_dir=str(tmp_path), enable_checkpointing=False).fit(m3, _loader(), ckpt_path=str(ckpt),
+                                                                              weights_only=False)
     assert m3.iteration == 9 and m3.diffusion.num_steps == 9
     # iteration 9 is not an update step (every 4): p, T and the slot list are exactly the saved ones
     assert (m3.diffusion.p, m3.diffusion.T) == (0.3711, m.diffusion.T)
@@ -111,7 +112,7 @@ def test_sample_images_per_sample_seeds():
 def test_augment_hook_runs_before_the_diffusion():
     m = _module(augment=lambda x: x + 100.0)
     seen = []
-    m.discriminator.register_forward_pre_hook(lambda mod, args: seen.append(args))
+    m.discriminator.register_forward_pre_hook(lambda mod, args, seen=seen: seen.append(args))
     m.diffusion.noise_enabled = False
     x = torch.zeros(4, 2)
     m.run_discriminator(x, None)

@@ -74,7 +74,8 @@ class SampleMetricsCallback(L.Callback):
         if self._reference is None:
             self._reference = self._make_reference(trainer, self._extractor, int(images_u8_nhwc.shape[1]))
 
-    def _make_reference(self, trainer: L.Trainer, extractor: FeatureExtractor, resolution: int) -> ReferenceStats | None:
+    def _make_reference(self, trainer: L.Trainer, extractor: FeatureExtractor,
+                        resolution: int) -> ReferenceStats | None:
         expected = {"extractor": extractor.name, "weights_hash": extractor.weights_hash, "resolution": resolution}
         if self.reference_path:
             return ReferenceStats.load(self.reference_path, expected)
