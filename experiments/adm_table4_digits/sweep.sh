@@ -35,4 +35,4 @@ if [ ! -f "$OUT/sample/5/metrics.json" ]; then
       guidance.classifier_run="$OUT/classifier" guidance.scale=0,1,10 sampler=ddpm sampler.steps=50 \
       num_samples="$NUM" batch_size=100 metrics=fid_is_pr hydra.sweep.dir="$OUT/sample"
 fi
-"$PY" -m beatgans.cli.report experiments/adm_table4_digits/report.yaml runs="[$OUT/sample]"
+"$PY" -m beatgans.cli.report experiments/adm_table4_digits/report.yaml "$OUT/sample"

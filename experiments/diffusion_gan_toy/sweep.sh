@@ -12,4 +12,7 @@ ARMS=${ARMS:-toy/gan_25gaussians_ct,toy/diffusion_gan_25gaussians_ct}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline} PYTHONPATH=${PYTHONPATH:-src}
 "$PY" -m beatgans.cli.train -m experiment="$ARMS" seed="$SEEDS" logger=csv print_config=false \
     trainer.enable_progress_bar=false hydra.sweep.dir="$OUT" "$@"
-"$PY" -m beatgans.cli.report experiments/diffusion_gan_toy/report.yaml "$OUT"
+# REPORT=0 skips the report (a lane that trains arm by arm reports once at the end).
+if [ "${REPORT:-1}" = 1 ]; then
+  "$PY" -m beatgans.cli.report experiments/diffusion_gan_toy/report.yaml "$OUT"
+fi

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -50,7 +52,7 @@ def test_plain_gan_switch_removes_noise():
     for enabled in (False, True):
         m = _module(noise_enabled=enabled)
         seen = []
-        m.discriminator.register_forward_pre_hook(lambda mod, args: seen.append(args))
+        m.discriminator.register_forward_pre_hook(lambda mod, args, seen=seen: seen.append(args))
         m.run_discriminator(x, None)
         d_in, t = seen[0][0], seen[0][1]
         if enabled:
@@ -92,7 +94,8 @@ def test_resume_restores_p_and_T_exactly(tmp_path):
     # and through Lightning's ckpt_path resume the controller continues from the saved state
     m3 = _module()
     L.Trainer(max_steps=18, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-              default_root_dir=str(tmp_path), enable_checkpointing=False).fit(m3, _loader(), ckpt_path=str(ckpt), weights_only=False)
+              default_root_dir=str(tmp_path), enable_checkpointing=False).fit(m3, _loader(), ckpt_path=str(ckpt),
+                                                                              weights_only=False)
     assert m3.iteration == 9 and m3.diffusion.num_steps == 9
     # iteration 9 is not an update step (every 4): p, T and the slot list are exactly the saved ones
     assert (m3.diffusion.p, m3.diffusion.T) == (0.3711, m.diffusion.T)
@@ -109,7 +112,7 @@ def test_sample_images_per_sample_seeds():
 def test_augment_hook_runs_before_the_diffusion():
     m = _module(augment=lambda x: x + 100.0)
     seen = []
-    m.discriminator.register_forward_pre_hook(lambda mod, args: seen.append(args))
+    m.discriminator.register_forward_pre_hook(lambda mod, args, seen=seen: seen.append(args))
     m.diffusion.noise_enabled = False
     x = torch.zeros(4, 2)
     m.run_discriminator(x, None)
@@ -187,3 +190,30 @@ def test_discriminator_field_and_landscape_plot(tmp_path):
     # a uniform sigmoid(3) = 0.95 grey background under the axes: far fewer pure-white pixels
     white = lambda im: (im[..., :3] > 0.99).all(-1).mean()  # noqa: E731
     assert white(with_field) < 0.7 * white(plain)
+
+
+def test_nonsaturating_loss_golden_values():
+    """One loss for G, D and the force analysis: -log sigmoid(D) on reals, -log(1 - sigmoid(D)) on fakes."""
+    import math
+
+    from beatgans.gan import discriminator_loss, generator_loss, nonsaturating_loss
+
+    logits = torch.tensor([0.0, math.log(3.0)])
+    torch.testing.assert_close(nonsaturating_loss(logits, real=True), torch.tensor([math.log(2), math.log(4 / 3)]))
+    torch.testing.assert_close(nonsaturating_loss(logits, real=False), torch.tensor([math.log(2), math.log(4)]))
+    assert generator_loss(logits).item() == pytest.approx((math.log(2) + math.log(4 / 3)) / 2)
+    assert discriminator_loss(logits, logits).item() == pytest.approx(
+        (math.log(2) + math.log(4)) / 2 + (math.log(2) + math.log(4 / 3)) / 2)
+
+
+def test_analysis_is_a_callback_the_module_attaches(tmp_path):
+    """Scatter plots and the history file come from GANAnalysis, which the trainer runs as a callback."""
+    from beatgans.lit.gan_analysis import GANAnalysis
+
+    m = _module(eval_modes=gaussian_grid_modes(), eval_samples=200, plot_every=3)
+    trainer = _trainer(tmp_path, 6)
+    trainer.fit(m, _loader())
+    assert any(isinstance(cb, GANAnalysis) for cb in trainer.callbacks)
+    names = sorted(p.name for p in (tmp_path / "samples").glob("*.png"))
+    assert names == ["scatter_final.png", "scatter_it0000003.png", "scatter_it0000006.png"]
+    assert [r["iteration"] for r in json.loads((tmp_path / "gan_history.json").read_text())] == [1, 5]

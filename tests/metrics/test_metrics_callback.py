@@ -63,7 +63,7 @@ def test_callback_samples_with_ema_seeds_and_logs_metrics(tmp_path):
     import json
 
     final = json.loads((tmp_path / "metrics.json").read_text())
-    assert final["final/fid"] == pytest.approx(logged["metrics/fid"])
+    assert final["fid"] == pytest.approx(logged["metrics/fid"]) and "final/fid" not in final  # canonical key
 
 
 def test_callback_rejects_unknown_metric():

@@ -67,8 +67,9 @@ def evaluate_nll(cfg: DictConfig) -> dict:
                 totals[key] = totals.get(key, 0.0) + float(out[key].sum())
             totals["decoder_bpd"] = totals.get("decoder_bpd", 0.0) + float(out["vb"][:, 0].sum())
             count += len(x)
-    metrics = {f"nll/{k}": v / count for k, v in totals.items()}
-    metrics.update({"nll/num_images": count, "nll/split": cfg.split, "nll/ckpt": str(loaded.ckpt_path)})
+    # canonical keys (docs/metrics.md): total_bpd is `bpd`, the same name training's validation estimate reports
+    metrics = {"bpd" if k == "total_bpd" else k: v / count for k, v in totals.items()}
+    metrics.update({"nll_images": count, "nll_split": cfg.split, "nll_ckpt": str(loaded.ckpt_path)})
     return metrics
 
 
@@ -80,8 +81,8 @@ def main(cfg: DictConfig) -> float:
     update_json(out, metrics)
     if cfg.run:
         update_json(Path(cfg.run) / "metrics.json", metrics)
-    log.info("bits/dim %.4f over %d images -> %s", metrics["nll/total_bpd"], metrics["nll/num_images"], out)
-    return metrics["nll/total_bpd"]
+    log.info("bits/dim %.4f over %d images -> %s", metrics["bpd"], metrics["nll_images"], out)
+    return metrics["bpd"]
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ log = get_logger(__name__)
 # Settings that legitimately change when a run is resumed: the budget, the checkpoint to resume from,
 # where things live, the opt-in itself and console output. Everything else must match the checkpoint.
 RESUMABLE_KEYS = ("trainer.max_steps", "trainer.max_time", "trainer.max_epochs", "ckpt_path", "resume_overrides",
+                  "logger.wandb.name", "logger.wandb.group",  # wandb labels, not training settings
                   "print_config", "paths")
 RESUME_MODES = ("refuse", "apply")
 CONFIG_KEY = "beatgans_config"  # where the checkpoint keeps the config that trained it

@@ -95,6 +95,35 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     return loggers
 
 
+def log_config_once(loggers: list, cfg: DictConfig, run_dir: Path, module, datamodule) -> None:
+    """Give every logger the resolved config once, flat (``{"task.r1_gamma": 0.1, ..., "run_dir": ...}``), and
+    stop Lightning from logging the module's and datamodule's hyperparameters a second time beside it."""
+    from omegaconf import OmegaConf
+
+    from beatgans.cli.resume import flatten
+
+    if not loggers:
+        return
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    flat["run_dir"] = str(run_dir)
+    for lg in loggers:
+        lg.log_hyperparams(flat)
+    for obj in (module, datamodule):  # the flag save_hyperparameters(logger=False) sets
+        obj._log_hyperparams = False
+
+
+def check_optimized_metric(cfg: DictConfig, metrics: dict) -> float | None:
+    """The value a sweeper optimizes (``optimized_metric``), or None when none is asked for; a key the run did
+    not produce is a UserError naming the keys it did."""
+    target = cfg.get("optimized_metric")
+    if not target:
+        return None
+    if target not in metrics:
+        raise ConfigError(f"optimized_metric={target} is not among this run's metrics; set it to one of: "
+                          f"{', '.join(sorted(metrics))}.")
+    return metrics[target]
+
+
 def train(cfg: DictConfig) -> dict:
     """Build everything from `cfg`, fit, and write `<run>/metrics.json`. Returns the final metrics.
 
@@ -144,10 +173,7 @@ def train(cfg: DictConfig) -> dict:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                           plugins=[AtomicCheckpointIO()])
     check_batch_split(split, trainer, module)
-    from omegaconf import OmegaConf
-
-    for lg in loggers:
-        lg.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir)})
+    log_config_once(loggers, cfg, run_dir, module, datamodule)
 
     start = time.time()
     with warnings.catch_warnings():
@@ -168,6 +194,8 @@ def train(cfg: DictConfig) -> dict:
 
         step = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
     metrics.update({"global_step": step, "train_seconds": round(time.time() - start, 2)})
+    if trainer.fast_dev_run:  # debug=fdr: a smoke test writes only its config and log, no results
+        return metrics
     if trainer.global_rank == 0:
         grids = sorted((run_dir / "samples").glob("final_grid*.png"))
         update_json(run_dir / "metrics.json", metrics)
@@ -190,8 +218,7 @@ def main(cfg: DictConfig) -> float | None:
         finish_wandb(exit_code=1)  # a failed (multirun) job shows as failed in wandb, not as finished
         raise
     finish_wandb()
-    target = cfg.get("optimized_metric")
-    return metrics.get(target) if target else None
+    return check_optimized_metric(cfg, metrics)
 
 
 if __name__ == "__main__":

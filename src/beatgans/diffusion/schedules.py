@@ -1,7 +1,7 @@
 """Noise schedules and timestep respacing (DDPM, Improved DDPM, DDIM conventions).
 
 Everything here is float64 numpy: schedule tables are computed once in double precision and only
-cast to the working dtype where they are used (REFERENCES.md, "Gaussian diffusion").
+cast to the working dtype where they are used (docs/formulas.md, "Gaussian diffusion").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Diffusion-GAN's adaptive diffusion: instance noise with an adaptively chosen maximum step T.
 
 Implements "Diffusion-GAN: Training GANs with Diffusion" (Wang et al., 2022) the way the authors'
-reference code does it (see REFERENCES.md, "Diffusion-GAN as the reference code implements it"):
+reference code does it (docs/formulas.md, "Diffusion-GAN"):
 
 * For the current maximum step ``T`` the schedule is ``beta = linspace(beta_start, beta_end, T)``
   and ``abar = [1, cumprod(1 - beta)]`` (length ``T + 1``), so ``t = 0`` is the clean input.

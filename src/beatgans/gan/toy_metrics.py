@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from beatgans.gan.losses import nonsaturating_loss
+
 MIN_COUNT = 20  # samples on a mode for it to count as covered (of 2,500 in the toy experiments)
 
 
@@ -68,13 +70,30 @@ def generator_forces(
     x = points.detach().float()
     steps = torch.as_tensor(t, dtype=torch.long).to(x.device).expand(x.shape[0]).contiguous()
     if steps.min() < 0 or steps.max() > diffusion.T:
-        raise ValueError(f"t must lie in the diffusion's current range 0..{diffusion.T}, got {steps.min()}..{steps.max()}")
+        raise ValueError(f"t must lie in the diffusion's current range 0..{diffusion.T}, "
+                         f"got {steps.min()}..{steps.max()}")
     draws = draws if steps.max() > 0 else 1
     total = torch.zeros_like(x)
     for _ in range(draws):
         xr = x.clone().requires_grad_(True)
         noise = torch.randn(x.shape, generator=generator).to(x.device)
         logits = discriminator(diffusion.q_sample(xr, steps, noise), steps, None)
-        (grad,) = torch.autograd.grad(torch.nn.functional.softplus(-logits).sum(), xr)
+        (grad,) = torch.autograd.grad(nonsaturating_loss(logits, real=True).sum(), xr)
         total -= grad
     return total / draws
+
+
+@torch.no_grad()
+def discriminator_field(discriminator, points: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """D's logits on clean points (t = 0, no noising), for landscape plots: (M, D) float -> (M,) float.
+
+    ``discriminator(x, t, None)`` must be unconditional (toy data). Its train/eval mode is restored.
+    """
+    was_training = discriminator.training
+    discriminator.eval()
+    device = next(discriminator.parameters()).device
+    points = points.to(device)
+    t = torch.zeros(len(points), dtype=torch.long, device=device)
+    out = torch.cat([discriminator(points[i:i + chunk], t[i:i + chunk], None) for i in range(0, len(points), chunk)])
+    discriminator.train(was_training)
+    return out

@@ -58,7 +58,7 @@ class NoisyClassifierModule(L.LightningModule):
         if stage == "train":
             x = random_translate_crop(x, self.hparams.random_crop_pad)
         x_t, t = self._noised(x)
-        logits = self.net(x_t, self.diffusion.timestep_map.to(t.device)[t])
+        logits = self.net(x_t, self.diffusion.original_timesteps(t))
         loss = F.cross_entropy(logits, y)
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train")
         self._log_accuracy(logits, y, t, stage)

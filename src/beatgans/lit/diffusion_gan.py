@@ -18,18 +18,16 @@ freezes D and the D step never touches G's graph).
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from beatgans.gan import AdaptiveDiffusion, mode_coverage
+from beatgans.gan import AdaptiveDiffusion, discriminator_field, discriminator_loss, generator_loss
 from beatgans.lit.diffusion_module import NonFiniteLossError, build_optimizer
+from beatgans.lit.gan_analysis import GANAnalysis
 from beatgans.nets.ema import EMA
 from beatgans.utils.logging import get_logger
 
@@ -49,11 +47,11 @@ class DiffusionGANModule(L.LightningModule):
         ema_rate: EMA of the generator used by ``sample_images`` and ``final_metrics``.
         augment: optional ``x -> x`` applied to every D input before the diffusion (identity if None).
         num_classes: class-conditional G and D when set (labels from the batch; fakes get uniform labels).
-        log_every: iterations between history records (p, T, r_d, D means) and toy scatter plots.
-        plot_every: iterations between scatter plots of 2-D samples saved to ``<run>/samples`` (0 = off).
-        eval_modes: (K, 2) centres of a toy mixture; ``final_metrics`` then reports mode coverage.
-        eval_std, eval_min_count, eval_samples: the coverage protocol (3 std radius).
-        save_artifacts: write ``gan_history.json`` and plots into the run dir (trainer.default_root_dir).
+        log_every: iterations between history records (p, T, r_d, D means).
+        plot_every, eval_modes, eval_std, eval_min_count, eval_samples, save_artifacts: settings of the
+            `beatgans.lit.gan_analysis.GANAnalysis` callback this module attaches (scatter plots of 2-D
+            samples every ``plot_every`` iterations, ``gan_history.json``, toy mode coverage in
+            ``final_metrics``).
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, diffusion: AdaptiveDiffusion,
@@ -75,6 +73,8 @@ class DiffusionGANModule(L.LightningModule):
         self.augment = augment
         self.num_classes = num_classes
         self.eval_modes = None if eval_modes is None else torch.as_tensor(eval_modes, dtype=torch.float32)
+        self.analysis = GANAnalysis(plot_every, self.eval_modes, eval_std, eval_min_count, eval_samples,
+                                    save_artifacts)
         self.iteration = 0  # training iterations (one G + one D step each)
         self.history: list[dict[str, float]] = []
 
@@ -110,7 +110,7 @@ class DiffusionGANModule(L.LightningModule):
         self.toggle_optimizer(opt_g)
         z, y_fake = self._latents(batch_size)
         gen_logits = self.run_discriminator(self.generator(z, y_fake), y_fake)
-        loss_g = F.softplus(-gen_logits).mean()
+        loss_g = generator_loss(gen_logits)
         self._check("generator loss", loss_g)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
@@ -133,8 +133,6 @@ class DiffusionGANModule(L.LightningModule):
         self.iteration += 1
         self.diffusion.step(batch_size * self.trainer.world_size)
         self._log_iteration(loss_g, loss_d, r1, real_logits, fake_logits, gen_logits)
-        if self.hparams.plot_every and self.iteration % self.hparams.plot_every == 0:
-            self.save_scatter(f"scatter_it{self.iteration:07d}")
 
     def discriminator_loss(self, fake: torch.Tensor, y_fake: torch.Tensor | None, real: torch.Tensor,
                            y: torch.Tensor | None):
@@ -148,7 +146,7 @@ class DiffusionGANModule(L.LightningModule):
         real = real.detach().requires_grad_(do_r1)
         real_logits = self.run_discriminator(real, y)
         self.diffusion.accumulate(real_logits)
-        loss_d = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        loss_d = discriminator_loss(fake_logits, real_logits)
         r1 = None
         if do_r1:
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
@@ -229,66 +227,24 @@ class DiffusionGANModule(L.LightningModule):
         net.train(was_training)
         return out
 
-    def _run_dir(self) -> Path | None:
-        if self._trainer is None or not self.hparams.save_artifacts or self.trainer.global_rank != 0:
-            return None
-        return Path(self.trainer.default_root_dir)
-
     @torch.no_grad()
     def discriminator_field(self, points: torch.Tensor) -> torch.Tensor:
-        """D's logits on clean points (t = 0, no noising): (M, D) -> (M,), for landscape plots.
-        Only for unconditional discriminators (toy data)."""
-        was_training = self.discriminator.training
-        self.discriminator.eval()
-        points = points.to(self.device)
-        t = torch.zeros(len(points), dtype=torch.long, device=self.device)
-        out = torch.cat([self.discriminator(points[i:i + 8192], t[i:i + 8192], None)
-                         for i in range(0, len(points), 8192)])
-        self.discriminator.train(was_training)
-        return out
-
-    def save_scatter(self, name: str, num_points: int = 2000) -> Path | None:
-        """Scatter plot of 2-D samples (EMA and raw G) over the data modes, as ``<run>/samples/<name>.png``."""
-        run_dir = self._run_dir()
-        if run_dir is None:
-            return None
-        from beatgans.gan.plots import scatter_png  # matplotlib only when plotting
-
-        raw = self.sample_images(num_points, seed=0, use_ema=False).cpu()
-        if raw.dim() != 2:
-            return None
-        ema = self.sample_images(num_points, seed=0, use_ema=True).cpu()
-        path = run_dir / "samples" / f"{name}.png"
-        title = f"it {self.iteration}  T={self.diffusion.T}  p={self.diffusion.p:.3f}"
-        scatter_png(path, {"G": raw, "EMA G": ema}, self.eval_modes, title=title,
-                    field=self.discriminator_field, field_label="sigmoid D(x, t=0)")
-        for logger in self.loggers:
-            if type(logger).__name__ == "WandbLogger":
-                logger.log_image(key="samples/scatter", images=[str(path)], step=self.global_step)
-        return path
+        """D's logits on clean points (t = 0): (M, D) -> (M,) (``beatgans.gan.discriminator_field``)."""
+        return discriminator_field(self.discriminator, points)
 
     # ------------------------------------------------------------------ results
+    def configure_callbacks(self) -> list:
+        # scatter plots, the history file and mode coverage live in the callback, configured from task.*
+        return [self.analysis]
+
     def final_metrics(self) -> dict[str, float]:
-        """Numbers for ``metrics.json``: controller state and toy mode coverage (losses and D means are
-        already in the trainer's callback metrics)."""
+        """Numbers for ``metrics.json``: controller state and, for toy data, mode coverage (losses and D
+        means are already in the trainer's callback metrics)."""
         d = self.diffusion
         out: dict[str, float] = {"gan/p": d.p, "gan/T": float(d.T), "gan/r_d": d.last_r_d,
                                  "gan/iterations": float(self.iteration)}
-        if self.eval_modes is not None:
-            for tag, use_ema in (("", False), ("ema_", True)):
-                pts = self.sample_images(self.hparams.eval_samples, seed=12345, use_ema=use_ema)
-                cov = mode_coverage(pts, self.eval_modes, self.hparams.eval_std, self.hparams.eval_min_count)
-                out.update({f"toy/{tag}{k}": v for k, v in cov.items()})
+        out.update(self.analysis.final_metrics(self))
         return out
-
-    def on_train_end(self) -> None:
-        run_dir = self._run_dir()
-        if run_dir is None:
-            return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "gan_history.json").write_text(json.dumps(self.history, indent=1))
-        if self.hparams.plot_every:
-            self.save_scatter("scatter_final")
 
     # ------------------------------------------------------------------ checkpoints
     def get_extra_state(self) -> dict:

@@ -39,7 +39,8 @@ class SampleMetricsCallback(L.Callback):
         extractor: "auto" (digits for one channel, else inception), "inception", "digits", "random".
         reference: reference `.npz`; None: the digits default for the digits extractor, else the first
             `num_reference` images of the datamodule's `build()` dataset (computed once, in memory).
-        on_train_end: also evaluate after training and write `final/<metric>` into the run's metrics.json.
+        on_train_end: also evaluate after training and write `<metric>` (canonical key: `fid`, `is`, ...)
+            into the run's metrics.json.
     """
 
     def __init__(self, every_n_steps: int = 5000, num_samples: int = 1000, seed: int = 0, sampler: str = "ddim",
@@ -73,7 +74,8 @@ class SampleMetricsCallback(L.Callback):
         if self._reference is None:
             self._reference = self._make_reference(trainer, self._extractor, int(images_u8_nhwc.shape[1]))
 
-    def _make_reference(self, trainer: L.Trainer, extractor: FeatureExtractor, resolution: int) -> ReferenceStats | None:
+    def _make_reference(self, trainer: L.Trainer, extractor: FeatureExtractor,
+                        resolution: int) -> ReferenceStats | None:
         expected = {"extractor": extractor.name, "weights_hash": extractor.weights_hash, "resolution": resolution}
         if self.reference_path:
             return ReferenceStats.load(self.reference_path, expected)
@@ -123,7 +125,8 @@ class SampleMetricsCallback(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if not (self.at_end and self.names):
             return
-        final = {k.replace(f"{self.prefix}/", "final/", 1): v for k, v in self.evaluate(trainer, pl_module).items()}
+        # canonical keys (docs/metrics.md): the run's final `fid` reads like beatgans-sample's and -eval's
+        final = {k.replace(f"{self.prefix}/", "", 1): v for k, v in self.evaluate(trainer, pl_module).items()}
         if trainer.global_rank == 0:
             for logger in trainer.loggers:
                 logger.log_metrics(final, step=trainer.global_step)

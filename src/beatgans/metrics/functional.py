@@ -2,7 +2,7 @@
 
 Pure numpy / torch functions; the torchmetrics wrappers in `beatgans.metrics.feature_metrics`
 accumulate features across batches and ranks and call these at `compute()` time.
-Conventions follow ADM's evaluator (REFERENCES.md, "Evaluation conventions").
+Conventions follow ADM's evaluator (docs/formulas.md, "Metrics").
 """
 
 from __future__ import annotations

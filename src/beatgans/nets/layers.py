@@ -22,7 +22,7 @@ _RESCALE = 1.0 / math.sqrt(2.0)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps, REFERENCES.md "Timestep embedding".
+    """Sinusoidal embedding of (possibly fractional) timesteps, docs/formulas.md "Networks".
 
     Args:
         t: (B,) timesteps (int64 indices or floats).
@@ -201,7 +201,7 @@ class Upsample(nn.Module):
 
 
 class ResBlock(EmbedBlock):
-    """ADM residual block (REFERENCES.md "ResBlock").
+    """ADM residual block (ADM Sec. 3; docs/formulas.md "Networks").
 
     ``GN - SiLU - [resample] - conv3x3``; the embedding adds ``shift`` or, with AdaGN
     (``use_scale_shift_norm``), modulates ``GN(h) * (1 + scale) + shift``; then

@@ -102,7 +102,7 @@ class TransformerBlock(nn.Module):
 
 class SpatialTransformer(ContextBlock):
     """GroupNorm, 1x1 projection in, ``depth`` transformer blocks over the H*W tokens, zero-initialised
-    1x1 projection out, plus the input (REFERENCES.md "Latent diffusion").
+    1x1 projection out, plus the input (LDM Sec. 3.3; docs/formulas.md "Networks").
 
     The 1x1 projections are linear layers on (B, H*W, C) tokens, which is the same map as a 1x1 conv.
 
