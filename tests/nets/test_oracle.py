@@ -1,6 +1,6 @@
 """Equality with OpenAI's guided-diffusion (`guided_diffusion.unet`) on the same random weights.
 
-Each published configuration of REFERENCES.md is built at reduced width / resolution (the layout:
+Each published configuration in docs/paper_numbers.md is built at reduced width / resolution (the layout:
 channel multipliers, blocks, heads, attention order, BigGAN/AdaGN, learned sigma, stays), every
 parameter is perturbed so zero-initialised layers matter, the oracle's state dict is converted
 into ours, and outputs must agree to 1e-5 in float32.
@@ -50,7 +50,7 @@ def _oracle_unet(ours_kw: dict) -> torch.nn.Module:
     )
 
 
-# Published layouts (REFERENCES.md "Released checkpoints"), reduced: width 32 (64 for 512's 0.5
+# Published layouts (docs/paper_numbers.md), reduced: width 32 (64 for 512's 0.5
 # multiplier, GroupNorm needs 32 channels), 32x32 or 64x64 images, 32 channels per head.
 PUBLISHED = {
     "imagenet64_cond": dict(image_size=32, model_channels=32, num_res_blocks=3, channel_mult=[1, 2, 3, 4],

@@ -1,6 +1,6 @@
 """The super-resolution UNet: ADM's input path, and equality with guided-diffusion's ``SuperResModel``.
 
-Both published upsampler layouts (REFERENCES.md "ADM upsampling models") are built at reduced width and
+Both published upsampler layouts (docs/paper_numbers.md) are built at reduced width and
 image size (multipliers, blocks, heads, attention resolutions, BigGAN/AdaGN, learned sigma and class
 conditioning stay), every weight is perturbed so zero-initialised layers matter, the oracle's state
 dict is converted into ours, and outputs must agree to 1e-5 in float32.
