@@ -33,18 +33,17 @@ max_time=$(printf "00:%02d:%02d:%02d" $((budget / 3600)) $((budget % 3600 / 60))
 echo "16 px model: trainer.max_time=$max_time ($budget s = base + upsampler train_seconds)"
 train single16 experiment=digits/ddpm_cfg trainer.max_steps=100000 ++trainer.max_time="$max_time"
 
+# One multirun per (pipeline, guidance): each process pays the imports once; jobs differ only in seed.
 sample() {
   local dir=$OUT/sample/$1; shift
-  [ -f "$dir/metrics.json" ] && { echo "keeping $dir"; return; }
-  "$PY" -m beatgans.cli.sample "$@" sampler=ddim sampler.steps="$STEPS" num_samples="$NUM" batch_size="$NUM" \
-      metrics=fid_is_pr progress=false hydra.run.dir="$dir"
+  [ -d "$dir" ] && { echo "keeping $dir"; return; }
+  "$PY" -m beatgans.cli.sample -m seed="${SEEDS// /,}" "$@" sampler=ddim sampler.steps="$STEPS" num_samples="$NUM" \
+      batch_size="$NUM" metrics=fid_is_pr progress=false hydra.sweep.dir="$dir"
 }
 UPS=(upsampler.run="$OUT/ups16" upsampler.sampler.name=ddim upsampler.sampler.steps="$STEPS")
-for seed in $SEEDS; do
-  sample "cascade_none_s$seed" run="$BASE" guidance=none seed="$seed" "${UPS[@]}"
-  sample "cascade_cfg_s$seed" run="$BASE" guidance=cfg guidance.scale="$CFG_W" seed="$seed" "${UPS[@]}"
-  sample "single_none_s$seed" run="$OUT/single16" guidance=none seed="$seed"
-  sample "single_cfg_s$seed" run="$OUT/single16" guidance=cfg guidance.scale="$CFG_W" seed="$seed"
-done
+sample cascade_none run="$BASE" guidance=none "${UPS[@]}"
+sample cascade_cfg run="$BASE" guidance=cfg guidance.scale="$CFG_W" "${UPS[@]}"
+sample single_none run="$OUT/single16" guidance=none
+sample single_cfg run="$OUT/single16" guidance=cfg guidance.scale="$CFG_W"
 "$PY" -m beatgans.cli.report experiments/cascade_digits/report.yaml "$OUT/sample"
 "$PY" -m beatgans.cli.report experiments/cascade_digits/training.yaml "$BASE" "$OUT/ups16" "$OUT/single16"

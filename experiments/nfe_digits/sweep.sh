@@ -17,6 +17,7 @@ NFES=${NFES:-5,10,15,25,50}   # network evaluations per sample (= sampler.steps 
 SEEDS=${SEEDS:-"0 1000 2000"} # sample i uses seed + i: seeds 1000 apart never share a sample
 CFG_W=${CFG_W:-2}             # classifier-free weight (1 = plain conditional)
 CLF_S=${CLF_S:-4}             # classifier scale for the unconditional model
+MODELS=${MODELS:-"cond clf cfg"} # which of the three to sample (cond and cfg need only cfg8)
 PHASE=${1:-all}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline} PYTHONPATH=${PYTHONPATH:-src}
 SMALL=(data.image_size=8 "net.channel_mult=[1,2]" "net.attention_resolutions=[4]")
@@ -32,8 +33,10 @@ if [ "$PHASE" != sample ]; then
   # One class-conditional net trained with label dropout serves as "conditional" (guidance=none, the
   # conditional output) and as "CFG" (guidance=cfg); it is also the 8 px base of experiments/cascade_digits.
   train cfg8 experiment=digits/ddpm_cfg trainer.max_steps="$STEPS" callbacks.sample_grid.every_n_steps=0
-  train uncond8 experiment=digits/ddpm_uncond trainer.max_steps="$STEPS" callbacks.sample_grid.every_n_steps=0
-  train classifier8 experiment=digits/classifier trainer.max_steps="$CLF_STEPS"
+  if [[ " $MODELS " == *" clf "* ]]; then   # only the classifier-guided model needs these two
+    train uncond8 experiment=digits/ddpm_uncond trainer.max_steps="$STEPS" callbacks.sample_grid.every_n_steps=0
+    train classifier8 experiment=digits/classifier trainer.max_steps="$CLF_STEPS"
+  fi
 fi
 [ "$PHASE" = train ] && exit 0
 
@@ -43,7 +46,6 @@ declare -A MODEL=(
   [clf]="run=$OUT/uncond8 guidance=classifier guidance.classifier_run=$OUT/classifier8 guidance.scale=$CLF_S"
   [cfg]="run=$OUT/cfg8 guidance=cfg guidance.scale=$CFG_W"
 )
-# One multirun per (seed, model, sampler family); seeds outermost so that a cut-short sweep still has whole seeds.
 sweep() {
   local dir=$OUT/sample/$1 jobs=$2; shift 2
   if [ -d "$dir" ]; then
@@ -53,14 +55,15 @@ sweep() {
   "$PY" -m beatgans.cli.sample -m "$@" num_samples="$NUM" batch_size="$NUM" metrics=fid_is_pr progress=false \
       hydra.sweep.dir="$dir"
 }
+# One multirun per (model, sampler family): each process pays torch's and the metrics' imports once (about a
+# minute on the shared machine). `seed` comes first, so Hydra runs whole seeds one after another.
 n_nfe=$(echo "$NFES" | tr ',' '\n' | wc -l)
-for seed in $SEEDS; do
-  for m in cond clf cfg; do
-    # shellcheck disable=SC2086
-    sweep "${m}_s${seed}_ddxm" $((2 * n_nfe)) ${MODEL[$m]} seed="$seed" sampler=ddpm,ddim sampler.steps="$NFES"
-    # shellcheck disable=SC2086
-    sweep "${m}_s${seed}_dpm" $((2 * n_nfe)) ${MODEL[$m]} seed="$seed" sampler=dpm_solver sampler.order=2,3 \
-        sampler.steps="$NFES"
-  done
+n_seed=$(echo $SEEDS | wc -w)
+for m in $MODELS; do
+  # shellcheck disable=SC2086
+  sweep "${m}_ddxm" $((2 * n_nfe * n_seed)) seed="${SEEDS// /,}" ${MODEL[$m]} sampler=ddpm,ddim sampler.steps="$NFES"
+  # shellcheck disable=SC2086
+  sweep "${m}_dpm" $((2 * n_nfe * n_seed)) seed="${SEEDS// /,}" ${MODEL[$m]} sampler=dpm_solver sampler.order=2,3 \
+      sampler.steps="$NFES"
 done
 "$PY" -m beatgans.cli.report experiments/nfe_digits/report.yaml "$OUT/sample"
