@@ -5,14 +5,14 @@
 #   bash experiments/nfe_digits/sweep.sh            # train, then sample, then report (from the repo root)
 #   bash experiments/nfe_digits/sweep.sh train      # only the three trainings (the cascade reuses cfg8)
 #   bash experiments/nfe_digits/sweep.sh sample     # only the sampling sweeps and the report
-# Sized for a shared 2-core CPU (see README.md for the budget): 8 px, small nets, 100 samples per job.
+# Sized for a shared 2-core CPU (see README.md for the budget): 8 px, small nets, 64 samples per job.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/nfe_digits}
 STEPS=${STEPS:-400}           # diffusion training steps (each model)
 CLF_STEPS=${CLF_STEPS:-300}   # noisy-classifier training steps
-NUM=${NUM:-100}               # samples per job
+NUM=${NUM:-64}                # samples per job
 NFES=${NFES:-5,10,15,25,50}   # network evaluations per sample (= sampler.steps for all four samplers)
 SEEDS=${SEEDS:-"0 1000 2000"} # sample i uses seed + i: seeds 1000 apart never share a sample
 CFG_W=${CFG_W:-2}             # classifier-free weight (1 = plain conditional)
@@ -67,3 +67,4 @@ for m in $MODELS; do
       sampler.steps="$NFES"
 done
 "$PY" -m beatgans.cli.report experiments/nfe_digits/report.yaml "$OUT/sample"
+"$PY" -m beatgans.cli.report experiments/nfe_digits/training.yaml "$OUT/cfg8" "$OUT/uncond8" "$OUT/classifier8"
