@@ -47,5 +47,7 @@ sample cascade_none run="$BASE" guidance=none "${UPS[@]}"
 sample cascade_cfg run="$BASE" guidance=cfg guidance.scale="$CFG_W" "${UPS[@]}"
 sample single_none run="$OUT/single16" guidance=none
 sample single_cfg run="$OUT/single16" guidance=cfg guidance.scale="$CFG_W"
-"$PY" -m beatgans.cli.report experiments/cascade_digits/report.yaml "$OUT/sample"
-"$PY" -m beatgans.cli.report experiments/cascade_digits/training.yaml "$BASE" "$OUT/ups16" "$OUT/single16"
+# The committed results/ come from the default OUT; any other OUT reports into $OUT/report.
+[ "$OUT" = outputs/cascade_digits ] && DEST=() || DEST=(--out "$OUT/report")
+"$PY" -m beatgans.cli.report experiments/cascade_digits/report.yaml "$OUT/sample" "${DEST[@]}"
+"$PY" -m beatgans.cli.report experiments/cascade_digits/training.yaml "$BASE" "$OUT/ups16" "$OUT/single16" "${DEST[@]}"
