@@ -167,7 +167,9 @@ def _lightning_run(net, diffusion, datamodule, lc, device, window: _Window) -> N
 def bench_lightning(cfg: DictConfig, device: torch.device) -> dict:
     """Steady-state steps/s of Trainer + DiffusionModule vs the bare loop, interleaved `repeats` times."""
     from beatgans.data.datamodules import DigitsDataModule
+    from beatgans.utils.logging import quiet_lightning
 
+    quiet_lightning()  # the same console as beatgans-train: each line once, no litlogger tip
     lc = cfg.lightning
     torch.manual_seed(cfg.seed)
     net0 = hydra.utils.instantiate(cfg.net)
