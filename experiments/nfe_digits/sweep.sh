@@ -13,7 +13,7 @@ OUT=${OUT:-outputs/nfe_digits}
 STEPS=${STEPS:-400}           # diffusion training steps (each model)
 CLF_STEPS=${CLF_STEPS:-300}   # noisy-classifier training steps
 NUM=${NUM:-64}                # samples per job
-NFES=${NFES:-5,10,15,25,50}   # network evaluations per sample (= sampler.steps for all four samplers)
+NFES=${NFES:-5,10,15,25,50,100}   # network evaluations per sample (= sampler.steps for all four samplers)
 SEEDS=${SEEDS:-"0 1000 2000"} # sample i uses seed + i: seeds 1000 apart never share a sample
 CFG_W=${CFG_W:-2}             # classifier-free weight (1 = plain conditional)
 CLF_S=${CLF_S:-4}             # classifier scale for the unconditional model
