@@ -285,6 +285,18 @@ class ResBlock(EmbedBlock):
         return _residual(self.skip(x), self.conv2(h), self.residual_rescale)
 
 
+def resolve_heads(channels: int, num_heads: int, num_head_channels: int) -> int:
+    """The number of attention heads: `channels // num_head_channels` when that is set (> 0), else `num_heads`;
+    either must divide `channels` (ValueError otherwise)."""
+    if num_head_channels > 0:
+        if channels % num_head_channels:
+            raise ValueError(f"channels {channels} not divisible by num_head_channels {num_head_channels}")
+        num_heads = channels // num_head_channels
+    if channels % num_heads:
+        raise ValueError(f"channels {channels} not divisible by num_heads {num_heads}")
+    return num_heads
+
+
 class AttentionBlock(nn.Module):
     """Multi-head self-attention over all H*W positions with a residual connection.
 
@@ -312,12 +324,7 @@ class AttentionBlock(nn.Module):
         residual_rescale: bool = False,
     ):
         super().__init__()
-        if num_head_channels > 0:
-            if channels % num_head_channels:
-                raise ValueError(f"channels {channels} not divisible by num_head_channels {num_head_channels}")
-            num_heads = channels // num_head_channels
-        if channels % num_heads:
-            raise ValueError(f"channels {channels} not divisible by num_heads {num_heads}")
+        num_heads = resolve_heads(channels, num_heads, num_head_channels)
         self.num_heads = num_heads
         self.new_order = new_order
         self.use_checkpoint = use_checkpoint

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from beatgans.nets.layers import ContextBlock, GroupNorm32
+from beatgans.nets.layers import ContextBlock, GroupNorm32, resolve_heads
 
 
 def key_padding_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -116,12 +116,7 @@ class SpatialTransformer(ContextBlock):
     def __init__(self, channels: int, context_dim: int, num_heads: int = 1, num_head_channels: int = -1,
                  depth: int = 1, dropout: float = 0.0, use_checkpoint: bool = False):
         super().__init__()
-        if num_head_channels > 0:
-            if channels % num_head_channels:
-                raise ValueError(f"channels {channels} not divisible by num_head_channels {num_head_channels}")
-            num_heads = channels // num_head_channels
-        if channels % num_heads:
-            raise ValueError(f"channels {channels} not divisible by num_heads {num_heads}")
+        num_heads = resolve_heads(channels, num_heads, num_head_channels)
         self.use_checkpoint = use_checkpoint
         self.norm = GroupNorm32(channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, channels)
