@@ -44,3 +44,21 @@ def test_known_noise_is_filtered_and_lines_print_once(tiny_train_cfg, capsys):
         assert not [w for w in caught if "LeafSpec" in str(w.message)]
     finally:
         logging.getLogger().removeHandler(handler)
+
+
+def test_eta_follows_max_time_when_it_stops_the_run_first():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+
+    from beatgans.lit.progress import StepProgress
+
+    progress = StepProgress(every_n_steps=1, tty=False)
+    progress._metrics = lambda trainer: ""
+    progress._t0, progress._step0 = __import__("time").monotonic() - 10.0, 0  # 10 steps in 10 s: 1 step/s
+    timer = Timer(duration="00:00:01:00")
+    timer.time_remaining = lambda stage=None: 30.0
+    trainer = SimpleNamespace(global_step=10, max_steps=1000, callbacks=[timer])
+    assert "ETA 30s (max_time)" in progress.line(trainer)  # not the ~16 min that max_steps alone implies
+    trainer.callbacks = []
+    assert "ETA 16m" in progress.line(trainer) and "max_time" not in progress.line(trainer)

@@ -18,6 +18,15 @@ from beatgans.utils.logging import get_logger
 log = get_logger(__name__)
 
 
+def time_left(trainer: L.Trainer) -> float | None:
+    """Seconds of training left under `trainer.max_time` (Lightning's Timer callback), None without one."""
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    left = timer.time_remaining("train") if timer is not None else None
+    return max(float(left), 0.0) if left is not None else None
+
+
 def format_eta(seconds: float) -> str:
     """Seconds -> `1h02m`, `3m05s` or `42s`."""
     seconds = max(0, int(seconds))
@@ -82,7 +91,12 @@ class StepProgress(ProgressBar):
         elapsed = time.monotonic() - self._t0
         rate = (step - self._step0) / elapsed if elapsed > 0 else 0.0
         head = f"step {step}/{total} ({100 * step / total:.1f}%)" if total and total > 0 else f"step {step}"
-        eta = f" | ETA {format_eta((total - step) / rate)}" if total and total > 0 and rate > 0 else ""
+        eta_s = (total - step) / rate if total and total > 0 and rate > 0 else None
+        left = time_left(trainer)  # trainer.max_time stops the run earlier than max_steps would
+        cap = left is not None and (eta_s is None or left < eta_s)
+        eta = ""
+        if cap or eta_s is not None:
+            eta = f" | ETA {format_eta(left if cap else eta_s)}" + (" (max_time)" if cap else "")
         return f"{head} | {rate:.2f} steps/s{eta} | {self._metrics(trainer)}".rstrip(" |")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
