@@ -106,7 +106,8 @@ def plot(path: Path, res: dict) -> None:
     fig = Figure(figsize=(10, 4.6))
     FigureCanvasAgg(fig)
     pts = res["_pts"][:600]
-    for i, (key, title) in enumerate((("_clean", "clean view (t = 0)"), ("_mix", f"training mixture (T = {res['T']})"))):
+    views = (("_clean", "clean view (t = 0)"), ("_mix", f"training mixture (T = {res['T']})"))
+    for i, (key, title) in enumerate(views):
         ax = fig.add_subplot(1, 2, i + 1)
         f = res[key][:600]
         inward = (f * _inward_dir(pts)).sum(1)

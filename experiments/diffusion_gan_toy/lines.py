@@ -89,8 +89,10 @@ def by_distance(dest: Path, min_count: int = MIN_COUNT) -> str:
             for _, v in lines:
                 d = f"{abs(v):.2f}"
                 t[2][d] = t[2].get(d, 0) + 1
-    head = "| arm | generator | runs | runs with an empty line | empty lines by distance from the centre |\n|" + "---|" * 5
-    rows = [f"| {arm} | {name} | {n} | {stuck} | " + (", ".join(f"{d}: {k}" for d, k in sorted(c.items())) or "-") + " |"
+    head = ("| arm | generator | runs | runs with an empty line | empty lines by distance from the centre |\n|"
+            + "---|" * 5)
+    rows = [f"| {arm} | {name} | {n} | {stuck} | "
+            + (", ".join(f"{d}: {k}" for d, k in sorted(c.items())) or "-") + " |"
             for (arm, name), (n, stuck, c) in tally.items()]
     return "\n".join([head, *rows]) + "\n"
 

@@ -182,7 +182,8 @@ def test_toy_lines_census_names_empty_rows_and_columns(tmp_path):
     assert len(table) == 3
     assert table[2] == ("| armA | 3 | 19 | column x = +0.00 | (-1.41, -1.41) | 20 | row y = -0.71 | - |")
     full = [50] * 25
-    (tmp_path / "modes_armA_seed4.json").write_text(json.dumps({"G": four_corners, "EMA G": full, "modes": modes.tolist()}))
+    (tmp_path / "modes_armA_seed4.json").write_text(
+        json.dumps({"G": four_corners, "EMA G": full, "modes": modes.tolist()}))
     tally = by_distance(tmp_path).splitlines()
     assert tally[2:] == ["| armA | G | 2 | 2 | 0.00: 3, 0.71: 4 |",  # seed 3's middle column + the corners run's 6
                          "| armA | EMA G | 2 | 1 | 0.71: 1 |"]  # seed 3's row y = -0.71; seed 4 covers all

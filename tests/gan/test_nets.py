@@ -13,7 +13,8 @@ from beatgans.nets.toy import ToyDiscriminator, ToyGenerator
 @pytest.mark.parametrize("family", ["dcgan", "sngan"])
 def test_image_nets_shapes_and_t_conditioning(family, size):
     torch.manual_seed(0)
-    G_cls, D_cls = {"dcgan": (DCGANGenerator, DCGANDiscriminator), "sngan": (SNGANGenerator, SNGANDiscriminator)}[family]
+    families = {"dcgan": (DCGANGenerator, DCGANDiscriminator), "sngan": (SNGANGenerator, SNGANDiscriminator)}
+    G_cls, D_cls = families[family]
     G = G_cls(image_size=size, channels=1, z_dim=16, base=8, num_classes=10)
     D = D_cls(image_size=size, channels=1, base=8, num_classes=10)
     z, y = torch.randn(4, 16), torch.tensor([0, 1, 2, 3])
