@@ -32,16 +32,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from beatgans.lit.callbacks import log_image
-from beatgans.lit.diffusion_module import (
-    NonFiniteLossError,
-    build_optimizer,
-    rng_state,
-    set_rng_state,
-)
+from beatgans.lit.diffusion_module import NonFiniteLossError, build_optimizer
 from beatgans.nets.autoencoder import AutoencoderKL, compute_scale_factor
 from beatgans.nets.patchgan import adaptive_gan_weight, hinge_d_loss
 from beatgans.utils.images import save_grid_png, to_uint8
 from beatgans.utils.logging import get_logger
+from beatgans.utils.rng import rng_state, set_rng_state
 
 log = get_logger(__name__)
 
@@ -96,7 +92,6 @@ class AutoencoderModule(L.LightningModule):
         self.d_optimizer_factory = d_optimizer
         if scale_factor is not None:
             ae.scale_factor.fill_(float(scale_factor))
-        self._pending_rng: dict | None = None
         self._grid_images: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ losses
@@ -174,11 +169,6 @@ class AutoencoderModule(L.LightningModule):
             opts.append(build_optimizer(self.d_optimizer_factory, self.discriminator.parameters()))
         return opts
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        if self._pending_rng is not None:  # as DiffusionModule: after the resumed data iterator is built
-            set_rng_state(self._pending_rng)
-            self._pending_rng = None
-
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         every = self.hparams.image_every_n_steps
         if every and self.global_step % every == 0:
@@ -255,13 +245,10 @@ class AutoencoderModule(L.LightningModule):
                 "latent_channels": float(self.ae.latent_channels)}
 
     # ------------------------------------------------------------------ checkpoints
+    # The global RNG state travels with the training loader's state (`beatgans.data.ResumableDataLoader`).
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["rng_state"] = rng_state()
         # the state dict was taken before this hook: refresh the scale factor and write it there too
         checkpoint["state_dict"]["ae.scale_factor"] = self.ae.scale_factor.new_tensor(self.refresh_scale_factor())
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._pending_rng = checkpoint.get("rng_state")
 
 
 def load_autoencoder(run: str | Path, latent_channels: int | None = None,
