@@ -1,6 +1,7 @@
 """`beatgans-sample` end to end on a tiny trained run, and per-sample seeding across batch / world sizes."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,10 +168,12 @@ def _cli(args, cwd, timeout=240):
 
 def test_cli_same_second_launches_get_separate_dirs_and_a_used_dir_is_refused(tiny_run, tmp_path):
     args = [f"run={tiny_run}", "sampler.steps=2", "num_samples=2", "judge=false", f"paths.log_dir={tmp_path}"]
+    results = Path(tiny_run) / "results" / "sample"  # the default for run=<dir>: beside the training run
+    before = set(results.iterdir()) if results.is_dir() else set()
     procs = [_cli(args + [f"seed={i}"], tmp_path) for i in range(2)]
     outs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    runs = sorted((tmp_path / "sample" / "runs").iterdir())
+    runs = sorted(set(results.iterdir()) - before)
     assert len(runs) == 2 and all(len(list(r.glob("samples_*.npz"))) == 1 for r in runs)
     assert sorted(json.loads((r / "metrics.json").read_text())["seed"] for r in runs) == [0, 1]
     # Sampling again into a used directory: one line, exit 2, the first run's metadata untouched.

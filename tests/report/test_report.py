@@ -171,3 +171,11 @@ def test_cli_logs_to_wandb_offline(sweep, tmp_path, monkeypatch):
     assert report_main([str(sweep), "--out", str(tmp_path / "r"), "--wandb-project", "beatgans-test"]) == 0
     runs = list((tmp_path / "r" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
+
+
+def test_spec_tasks_field_and_its_check():
+    assert parse_spec({"tasks": "sample"}).tasks == ["sample"]
+    assert parse_spec({"tasks": ["train", "nll"]}).tasks == ["train", "nll"]
+    assert parse_spec({}).tasks is None
+    with pytest.raises(SpecError, match="tasks: give a list of entry points"):
+        parse_spec({"tasks": [1]})

@@ -8,7 +8,8 @@ Reference statistics come from `metrics.reference` (ours or ADM's `.npz`), else 
 once on rank 0 and cached, keyed by dataset, split, resolution, count, extractor and its weights),
 else, for the digits extractor, from the bundled digits. metrics.json lands next to the samples; a sweep
 directory (`beatgans-sample -m ...`) is evaluated job by job, each job's metrics.json beside its samples.
-Only ADM `.npz` files are read from run and sweep directories, never their PNG grids.
+Only ADM `.npz` files are read from run and sweep directories, never their PNG grids. Samples of a training
+run that used wandb send their evaluation to that wandb run (`wandb=auto`, beatgans.cli.attach).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from beatgans.cli.attach import attach_results, check_wandb
 from beatgans.cli.common import CONFIG_PATH
 from beatgans.cli.errors import exit_on_user_error
 from beatgans.metrics import (
@@ -101,6 +103,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """
     world = int(os.environ.get("WORLD_SIZE", 1))
     cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
+    check_wandb(cfg.get("wandb", "auto"), needs_run=False)
     names = normalise_metric_names(cfg.metrics.get("names") or [])
     if not names:
         raise UserError("No metrics requested: choose metrics=fid, fid_is_pr or full.")
@@ -135,9 +138,12 @@ def _evaluate_set(cfg: DictConfig, source: Path, out_dir: Path, names: list[str]
                    eval_reference=str(cfg.metrics.get("reference") or (_dataset_name(cfg) if cfg.get("data")
                                                                       else "digits")))
     if rank == 0:
-        update_json(Path(out_dir) / "metrics.json", results)
+        record = update_json(Path(out_dir) / "metrics.json", results)
         log.info("Metrics: %s (written to %s)", {k: v for k, v in results.items() if not k.startswith("eval_")},
                  Path(out_dir) / "metrics.json")
+        # samples written by beatgans-sample name their training run: the evaluation joins its wandb run
+        attach_results("eval", record, record.get("run"), out_dir, cfg.get("wandb", "auto"),
+                       wandb_dir=OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False))
     return results
 
 

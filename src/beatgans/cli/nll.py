@@ -1,5 +1,6 @@
 """`beatgans-nll`: bits/dim of a trained model on a dataset (the full variational bound, DDPM eq. 5 /
-IDDPM section 3), written to `metrics.json` in the output directory."""
+IDDPM section 3), written to `metrics.json` in the output directory (for `run=<dir>`, by default
+`<run>/results/nll/<time>_<id>`) and, when the training run used wandb, logged into its wandb run."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from beatgans.cli.attach import attach_results, check_wandb
 from beatgans.cli.common import CONFIG_PATH
 from beatgans.cli.errors import exit_on_user_error
 from beatgans.cli.loading import load_model
 from beatgans.diffusion import PerSampleNoise
 from beatgans.utils.errors import UserError
-from beatgans.utils.io import update_json
+from beatgans.utils.io import write_json
 from beatgans.utils.logging import get_logger
 from beatgans.utils.progress import Progress
 
@@ -76,11 +78,13 @@ def evaluate_nll(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="nll")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
+    check_wandb(cfg.get("wandb", "auto"), cfg.get("run"))
     metrics = evaluate_nll(cfg)
+    # Its own metrics.json (by default in <run>/results/nll/<time>_<id>, where beatgans-report <run> finds it);
+    # the training run's metrics.json is never touched, so a second evaluation replaces nothing.
     out = Path(cfg.paths.output_dir) / "metrics.json"
-    update_json(out, metrics)
-    if cfg.run:
-        update_json(Path(cfg.run) / "metrics.json", metrics)
+    write_json(out, metrics, overwrite=False)
+    attach_results("nll", metrics, cfg.run, cfg.paths.output_dir, cfg.get("wandb", "auto"))
     log.info("bits/dim %.4f over %d images -> %s", metrics["bpd"], metrics["nll_images"], out)
     return metrics["bpd"]
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from beatgans.report import Report, ReportSpec, SpecError, find_jobs, load_spec, write_report
+from beatgans.report import Report, ReportSpec, SpecError, find_jobs, load_spec, select_tasks, write_report
 from beatgans.report.table import table_cells
 from beatgans.utils.logging import get_logger
 
@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("paths", nargs="+", help="a report spec (.yaml) and/or run or multirun directories (globs)")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: the spec's `out`)")
     ap.add_argument("--wandb-project", default=None, help="also log the table and figures to this wandb project")
+    ap.add_argument("--tasks", nargs="+", default=None,
+                    help="only jobs of these entry points (train, sample, evaluate, nll; default: the spec's `tasks`, "
+                         "else all): a training run holds its later results under <run>/results/")
     return ap.parse_args(argv)
 
 
@@ -46,6 +49,8 @@ def resolve(args: argparse.Namespace) -> ReportSpec:
         spec.out = args.out
     if args.wandb_project:
         spec.wandb_project = args.wandb_project
+    if args.tasks:
+        spec.tasks = list(args.tasks)
     return spec
 
 
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         spec = resolve(args)
-        jobs = find_jobs(spec.runs)
+        jobs = select_tasks(find_jobs(spec.runs), spec.tasks)
     except (SpecError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return 2

@@ -27,10 +27,31 @@ from beatgans.utils.errors import UserError
 RUN_ID = secrets.token_hex(3)
 
 
+# Entry points whose results belong to a training run (`run=<dir>`): by default they write beside it.
+RESULT_TASKS = ("sample", "nll")
+
+
+def output_root(kind: str, task: str, run: Any, log_dir: str) -> str:
+    """The folder that holds a launch's `<time>_<id>` directory (`kind`: "runs" or "multiruns").
+
+    Sampling and bits/dim of a training run (`run=<dir>`) land next to that run, in
+    `<run>/results/<task>` (multiruns: `<run>/results/<task>/multiruns`), where `beatgans-report <run>`
+    finds them; everything else goes to `<log_dir>/<task>/<kind>`. In a multirun over several `run=`
+    values the sweep's own files stay under `log_dir` and each job lands beside its run.
+    """
+    if task in RESULT_TASKS and run not in (None, "", "None", "null"):
+        root = Path(str(run)) / "results" / task
+        return str(root if kind == "runs" else root / "multiruns")
+    return f"{log_dir}/{task}/{kind}"
+
+
 def register_resolvers() -> None:
-    """`${beatgans_run_id:}` -> this process's run id (see `RUN_ID`)."""
+    """`${beatgans_run_id:}` -> this process's run id (see `RUN_ID`);
+    `${beatgans_output_root:<kind>,<task>,<run>,<log_dir>}` -> `output_root(...)`."""
     if not OmegaConf.has_resolver("beatgans_run_id"):
         OmegaConf.register_new_resolver("beatgans_run_id", lambda: RUN_ID)
+    if not OmegaConf.has_resolver("beatgans_output_root"):
+        OmegaConf.register_new_resolver("beatgans_output_root", output_root)
 
 
 def check_writable(path: str | os.PathLike, what: str = "output directory") -> None:

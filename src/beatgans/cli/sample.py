@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from beatgans.cli.attach import attach_results, check_wandb
 from beatgans.cli.common import CONFIG_PATH
 from beatgans.cli.errors import exit_on_user_error
 from beatgans.cli.latent import load_latent_sampler
@@ -41,6 +42,7 @@ def check_request(cfg: DictConfig) -> None:
     steps = cfg.sampler.get("steps")
     if steps is not None and isinstance(steps, int) and steps < 1:
         raise UserError(f"sampler.steps={steps} must be at least 1 (or null for all T steps).")
+    check_wandb(cfg.get("wandb", "auto"), cfg.get("run"))
 
 
 def check_against_model(cfg: DictConfig, num_timesteps: int, num_classes: int | None, what: str) -> None:
@@ -150,7 +152,8 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
     labs = labels_all[idx].numpy() if labels_all is not None else None
     info = {"num_samples": cfg.num_samples, "sampler": sampler.pop("name"), **sampler, "nfe": nfe, "seed": cfg.seed,
             "guidance": OmegaConf.to_container(cfg.guidance),
-            "run": cfg.run, "ckpt": str(loaded.ckpt_path), "use_ema": cfg.use_ema, "precision": cfg.precision,
+            "run": str(Path(cfg.run).absolute()) if cfg.run else None, "ckpt": str(loaded.ckpt_path),
+            "use_ema": cfg.use_ema, "precision": cfg.precision,
             "compile": cfg.compile, "channels_last": cfg.channels_last,
             "sampling_seconds": round(elapsed, 3), "images_per_second": round(len(idx) / max(elapsed, 1e-9), 3)}
     if latent and latent.prompts:
@@ -206,13 +209,22 @@ def judge_and_evaluate(images: np.ndarray, labels: np.ndarray | None, cfg: DictC
 
 
 def sample(cfg: DictConfig) -> dict:
-    """Run sampling in this process (or as one torchrun rank) and write the outputs. Returns metrics (rank 0)."""
+    """Run sampling in this process (or as one torchrun rank) and write the outputs. Returns metrics (rank 0).
+
+    Rank 0 then logs the result into the training run's wandb run when it had one (`wandb=auto`,
+    beatgans.cli.attach)."""
     from beatgans.cli.cascade import cascade_requested, sample_cascade
 
-    if cascade_requested(cfg):  # base -> upsampler (docs/cascades.md)
-        return sample_cascade(cfg)
-    out_dir = Path(cfg.paths.output_dir)
     check_request(cfg)
+    metrics = sample_cascade(cfg) if cascade_requested(cfg) else _sample_one_stage(cfg)  # cascades: docs/cascades.md
+    if metrics:
+        grids = {k[: -len("grid_png")] + "grid": v for k, v in metrics.items() if k.endswith("grid_png")}
+        attach_results("sample", metrics, cfg.run, cfg.paths.output_dir, cfg.get("wandb", "auto"), grids)
+    return metrics
+
+
+def _sample_one_stage(cfg: DictConfig) -> dict:
+    out_dir = Path(cfg.paths.output_dir)
     check_output_dir(out_dir)
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:

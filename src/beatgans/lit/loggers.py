@@ -11,11 +11,11 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from beatgans.utils.io import WANDB_ID_FILE
 from beatgans.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-WANDB_ID_FILE = "wandb_run_id.txt"
 
 
 class AppendingExperimentWriter(ExperimentWriter):

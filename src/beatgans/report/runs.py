@@ -35,6 +35,11 @@ class Job:
     metrics: dict[str, float]
     history_files: list[Path] = field(default_factory=list)
 
+    @property
+    def task(self) -> str | None:
+        """The entry point that wrote this job (`task_name`: train, sample, evaluate, nll), when recorded."""
+        return self.config.get("task_name")
+
     def setting(self, key: str) -> Any:
         """The value of `key` for this job: its override when given, else the dotted path in the config."""
         if key in self.overrides:
@@ -103,6 +108,22 @@ def find_jobs(patterns: list[str], base: Path | None = None) -> list[Job]:
         raise ValueError(f"runs: no metrics.json under {patterns}; each job writes one when it finishes.")
     log.info("report: %d jobs from %s", len(seen), ", ".join(patterns))
     return list(seen.values())
+
+
+def select_tasks(jobs: list[Job], tasks: list[str] | None) -> list[Job]:
+    """The jobs written by the entry points `tasks` (all jobs when None).
+
+    A training run holds its later results (`<run>/results/sample/...`, `<run>/results/nll/...`), so a report
+    over run directories finds training, sampling and nll jobs side by side; `tasks` picks which to tabulate.
+    Raises ValueError, naming the tasks that were found, when none is left.
+    """
+    if not tasks:
+        return jobs
+    kept = [j for j in jobs if j.task in tasks]
+    if not kept:
+        found = sorted({str(j.task) for j in jobs})
+        raise ValueError(f"tasks: no job of {tasks} among the {len(jobs)} found (their tasks: {', '.join(found)}).")
+    return kept
 
 
 def read_history(job: Job, key: str) -> tuple[list[float], list[float]]:

@@ -82,9 +82,10 @@ class ReportSpec:
     paper_rows: list[dict[str, Any]] = field(default_factory=list)
     plots: list[PlotSpec] = field(default_factory=list)
     wandb_project: str | None = None
+    tasks: list[str] | None = None  # only jobs of these entry points (config task_name: train, sample, nll ...)
 
 
-_TOP = {"name", "title", "runs", "out", "seed_keys", "rows", "metrics", "paper", "plots", "wandb"}
+_TOP = {"name", "title", "runs", "out", "tasks", "seed_keys", "rows", "metrics", "paper", "plots", "wandb"}
 
 
 def _require(cond: bool, message: str) -> None:
@@ -152,6 +153,10 @@ def parse_spec(data: dict | None, base: Path | None = None) -> ReportSpec:
         _require(isinstance(row, dict) and isinstance(row.get("where"), dict),
                  f"paper.rows: entry {row!r} needs `where: {{<row label>: <value>}}` and metric numbers.")
     wandb = data.get("wandb") or {}
+    tasks = data.get("tasks")
+    tasks = [tasks] if isinstance(tasks, str) else tasks
+    _require(tasks is None or (isinstance(tasks, list) and all(isinstance(t, str) for t in tasks)),
+             "tasks: give a list of entry points whose jobs to read, e.g. [sample] or [train, nll].")
     out = Path(str(data.get("out", "report")))
     if base is not None and not out.is_absolute():
         out = base / out
@@ -162,7 +167,7 @@ def parse_spec(data: dict | None, base: Path | None = None) -> ReportSpec:
         metrics=_metrics(data["metrics"]) if data.get("metrics") is not None else None,
         paper_label=str(paper.get("label", "paper")), paper_rows=paper_rows,
         plots=_plots(data.get("plots") or []),
-        wandb_project=wandb.get("project") if isinstance(wandb, dict) else None)
+        wandb_project=wandb.get("project") if isinstance(wandb, dict) else None, tasks=tasks)
 
 
 def load_spec(path: str | Path) -> ReportSpec:

@@ -11,6 +11,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+# `<run>/wandb_run_id.txt`: the wandb run id of a training run (written by beatgans.lit.loggers, read by the
+# entry points that attach later results to that run, beatgans.cli.attach).
+WANDB_ID_FILE = "wandb_run_id.txt"
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrite: bool = True) -> Path:
     """Call `write(tmp_path)` then rename the temporary file onto `path` (same directory, so atomic).
