@@ -149,3 +149,23 @@ def test_wandb_false_attaches_nothing_and_true_needs_a_tracked_run(tracked_run, 
     proc = _cli("sample", f"run={untracked}", "num_samples=2", "batch_size=2", "sampler.steps=2", "progress=false",
                 "wandb=maybe", check=False)
     assert proc.returncode == 2 and "wandb='maybe': use auto" in proc.stderr + proc.stdout
+
+
+def test_a_wandb_failure_under_auto_keeps_the_results_and_warns(tmp_path, monkeypatch, caplog):
+    import wandb
+
+    from beatgans.cli.attach import attach_results
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "wandb_run_id.txt").write_text("abc123\n")
+    (tmp_path / "out").mkdir()
+
+    def unreachable(**kwargs):
+        raise ConnectionError("api.wandb.ai unreachable")
+
+    monkeypatch.setattr(wandb, "init", unreachable)
+    assert attach_results("sample", {"fid": 1.0}, run, tmp_path / "out", "auto") is None
+    assert "could not log the sample results to run abc123 (ConnectionError" in caplog.text
+    with pytest.raises(ConnectionError):
+        attach_results("sample", {"fid": 1.0}, run, tmp_path / "out", True)

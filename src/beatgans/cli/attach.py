@@ -135,16 +135,24 @@ def attach_results(kind: str, metrics: dict[str, Any], run_dir: str | os.PathLik
     if step is not None:
         row["trainer/global_step"] = step
     record = [[k, str(v)] for k, v in sorted(_flat(metrics).items())]
-    run = wandb.init(id=target["id"], project=target["project"], entity=target["entity"], resume="allow",
-                     dir=str(wandb_dir))  # name, group and job type stay the training run's
     try:
-        row[f"{kind}/record"] = wandb.Table(columns=["key", "value"], data=record)
-        for name, path in (images or {}).items():
-            if path and Path(str(path)).is_file():
-                row[f"{kind}/{name}"] = wandb.Image(str(path))
-        run.log(row)
-    finally:
-        run.finish()
+        run = wandb.init(id=target["id"], project=target["project"], entity=target["entity"], resume="allow",
+                         dir=str(wandb_dir))  # name, group and job type stay the training run's
+        try:
+            row[f"{kind}/record"] = wandb.Table(columns=["key", "value"], data=record)
+            for name, path in (images or {}).items():
+                if path and Path(str(path)).is_file():
+                    row[f"{kind}/{name}"] = wandb.Image(str(path))
+            run.log(row)
+        finally:
+            run.finish()
+    except Exception as err:  # the results are on disk already; wandb=auto must not turn them into a failure
+        if insist:
+            raise
+        log.warning("wandb: could not log the %s results to run %s (%s: %s); they are in %s. Rerun with "
+                    "WANDB_MODE=offline to keep a syncable copy, or wandb=false.", kind, target["id"],
+                    type(err).__name__, err, out_dir / "metrics.json")
+        return None
     update_json(out_dir / "metrics.json", {"wandb_run_id": target["id"]})
     log.info("wandb: %s results logged to run %s (project %s, %s)%s", kind, target["id"], target["project"],
              mode_used, f"; upload with `wandb sync {wandb_dir}/wandb/offline-run-*`" if mode_used == "offline" else "")
