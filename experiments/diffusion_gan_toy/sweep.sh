@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # 25 Gaussians: the plain GAN and Diffusion-GAN with the reference controller defaults, the co-author
-# group's protocol, 100k iterations, 3 seeds each (6 runs, ~15 CPU-minutes each), then beatgans-report.
+# group's protocol, 100k iterations, 3 seeds each (6 runs, 12-25 CPU-minutes each), then beatgans-report.
 #   bash experiments/diffusion_gan_toy/sweep.sh                    # from the repository root
 #   SEEDS=0 ARMS=toy/diffusion_gan_25gaussians_ct_sigma02 bash experiments/diffusion_gan_toy/sweep.sh
 set -euo pipefail
