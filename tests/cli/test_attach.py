@@ -79,6 +79,7 @@ def test_sample_nll_and_eval_land_beside_the_run_and_in_its_wandb_run(tracked_ru
     [sample_dir] = (run / "results" / "sample").iterdir()
     sample = json.loads((sample_dir / "metrics.json").read_text())
     assert sample["wandb_run_id"] == run_id and sample["run"] == str(run)
+    assert sample["ckpt_step"] == 3  # read from the checkpoint the sampler loaded
     wrun, rows = _rows(sample_dir)
     assert wrun["run_id"] == run_id and wrun["project"] == "beatgans"
     [row] = rows
@@ -97,6 +98,7 @@ def test_sample_nll_and_eval_land_beside_the_run_and_in_its_wandb_run(tracked_ru
         record = json.loads((d / "metrics.json").read_text())
         [row] = _rows(d)[1]
         assert row["nll/bpd"] == pytest.approx(record["bpd"]) and row["trainer/global_step"] == 3
+        assert record["ckpt_step"] == 3
         bpds.append(record["bpd"])
     assert bpds[0] != bpds[1]  # different noise seeds, two different numbers, both kept
     assert (run / "metrics.json").read_bytes() == train_metrics

@@ -4,10 +4,10 @@ run they belong to.
 A training run logged to wandb keeps its run id in `<run>/wandb_run_id.txt` (`beatgans.lit.loggers`). When
 `beatgans-sample`, `beatgans-eval` or `beatgans-nll` works on such a run, `attach_results` resumes that wandb
 run by id and logs one history row: every numeric entry of the result's `metrics.json` under `<kind>/` (e.g.
-`sample/fid`, `sample/guidance.scale`, `nll/bpd`), `trainer/global_step` set to the checkpoint's step (so the
-point sits at that step on charts against `trainer/global_step`), the sample grid as an image, and a
-key/value table of the whole record (paths, sampler, guidance). Each result adds a row; none replaces another.
-The result's `metrics.json` then records `wandb_run_id`.
+`sample/fid`, `sample/guidance.scale`, `nll/bpd`), `trainer/global_step` set to the checkpoint's step (the
+record's `ckpt_step`, so the point sits at that step on charts against `trainer/global_step`), the sample
+grid as an image, and a key/value table of the whole record (paths, sampler, guidance). Each result adds a
+row; none replaces another. The result's `metrics.json` then records `wandb_run_id`.
 
 `wandb=auto` (the default of the three entry points) attaches when the run was tracked by wandb and does
 nothing otherwise; `wandb=false` never attaches; `wandb=true` insists (one error when the run has no wandb
@@ -28,6 +28,7 @@ from beatgans.cli.loading import RunError, load_run_config
 from beatgans.utils.errors import UserError
 from beatgans.utils.io import WANDB_ID_FILE
 from beatgans.utils.logging import get_logger
+from beatgans.utils.nested import flatten
 
 log = get_logger(__name__)
 
@@ -49,35 +50,11 @@ def training_wandb_run(run_dir: str | os.PathLike | None) -> dict[str, Any] | No
             "entity": node.get("entity")}
 
 
-def _flat(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def history_row(kind: str, metrics: dict[str, Any]) -> dict[str, float]:
     """The numeric entries of a result record under `<kind>/` (nested blocks dotted; booleans, strings and
     non-finite numbers left out: they go to the record table)."""
-    return {f"{kind}/{k}": v for k, v in _flat(metrics).items()
+    return {f"{kind}/{k}": v for k, v in flatten(metrics).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
-
-
-def checkpoint_step(ckpt: str | os.PathLike | None) -> int | None:
-    """The global step stored in a Lightning checkpoint (None for raw state dicts or unreadable files)."""
-    if not ckpt or not Path(str(ckpt)).is_file():
-        return None
-    try:
-        import torch
-
-        state = torch.load(str(ckpt), map_location="cpu", weights_only=False, mmap=True)
-    except Exception:  # a raw .pt that mmap cannot open, etc.: the step is optional
-        return None
-    step = state.get("global_step") if isinstance(state, dict) else None
-    return int(step) if isinstance(step, int) else None
 
 
 def wants_wandb(mode: Any) -> bool | None:
@@ -116,11 +93,9 @@ def attach_results(kind: str, metrics: dict[str, Any], run_dir: str | os.PathLik
     insist = wants_wandb(mode)
     if insist is False:
         return None
+    check_wandb(mode, run_dir)  # wandb=true without a tracked run: the same refusal as before the work
     target = training_wandb_run(run_dir)
     if target is None:
-        if insist:
-            raise UserError(f"wandb=true but the training run {run_dir} was not tracked by wandb (no "
-                            f"{WANDB_ID_FILE}); train with logger=wandb, or set wandb=auto.")
         return None
     import wandb
 
@@ -131,10 +106,9 @@ def attach_results(kind: str, metrics: dict[str, Any], run_dir: str | os.PathLik
     wandb_dir = Path(wandb_dir or out_dir)
     mode_used = configure_wandb_mode(wandb_dir)
     row: dict[str, Any] = history_row(kind, metrics)
-    step = checkpoint_step(metrics.get("ckpt") or metrics.get("nll_ckpt"))
-    if step is not None:
-        row["trainer/global_step"] = step
-    record = [[k, str(v)] for k, v in sorted(_flat(metrics).items())]
+    if isinstance(metrics.get("ckpt_step"), int):  # the checkpoint's training step (sample / nll record it)
+        row["trainer/global_step"] = metrics["ckpt_step"]
+    record = [[k, str(v)] for k, v in sorted(flatten(metrics).items())]
     try:
         run = wandb.init(id=target["id"], project=target["project"], entity=target["entity"], resume="allow",
                          dir=str(wandb_dir))  # name, group and job type stay the training run's

@@ -25,6 +25,7 @@ class LoadedModel:
     config: DictConfig | None
     ckpt_path: Path
     num_classes: int | None
+    global_step: int | None = None  # the training step the checkpoint was saved at (None: a raw state dict)
 
 
 def load_run_config(run_dir: str | Path) -> DictConfig:
@@ -48,10 +49,12 @@ def find_checkpoint(run_dir: str | Path) -> Path:
 def read_state_dict(ckpt_path: str | Path, use_ema: bool = True, ema_index: int = 0, prefix: str = "net.") -> dict:
     """Network weights from a Lightning checkpoint (EMA shadow `ema_index` when asked and present) or a raw
     state dict file. Keys come back without the module prefix."""
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise RunError(f"Checkpoint {ckpt_path} does not exist.")
-    blob = load_checkpoint_file(ckpt_path)
+    return state_dict_from(load_checkpoint_file(ckpt_path), Path(ckpt_path), use_ema, ema_index, prefix)
+
+
+def state_dict_from(blob: object, ckpt_path: Path, use_ema: bool = True, ema_index: int = 0,
+                    prefix: str = "net.") -> dict:
+    """`read_state_dict` for a checkpoint already loaded (`blob`); `ckpt_path` names it in errors."""
     if isinstance(blob, dict) and "state_dict" in blob:
         sd = blob["state_dict"]
         if use_ema and any(k.startswith("ema.shadows.") for k in sd):
@@ -66,7 +69,9 @@ def read_state_dict(ckpt_path: str | Path, use_ema: bool = True, ema_index: int 
 
 
 def load_checkpoint_file(ckpt_path: str | os.PathLike) -> object:
-    """`torch.load` of a checkpoint we trust; a truncated or foreign file is a `RunError` naming it."""
+    """`torch.load` of a checkpoint we trust; a missing, truncated or foreign file is a `RunError` naming it."""
+    if not Path(ckpt_path).is_file():
+        raise RunError(f"Checkpoint {ckpt_path} does not exist.")
     try:
         return torch.load(ckpt_path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - zip, pickle and EOF errors all mean "not a readable checkpoint"
@@ -106,11 +111,14 @@ def load_model(run: str | None, ckpt: str | None, net_cfg: DictConfig | None, di
     if net_node is None or diff_node is None:
         raise RunError("Pass run=<train run dir>, or ckpt=<file> together with net=<config> and diffusion=<config>.")
     ckpt_path = Path(ckpt) if ckpt else find_checkpoint(run)
+    blob = load_checkpoint_file(ckpt_path)
     net = instantiate(net_node)
-    load_weights(net, read_state_dict(ckpt_path, use_ema, ema_index), ckpt_path)
+    load_weights(net, state_dict_from(blob, ckpt_path, use_ema, ema_index), ckpt_path)
     diffusion = instantiate(diff_node)
     num_classes = getattr(net, "num_classes", None)
-    return LoadedModel(net.eval(), diffusion, config, ckpt_path, num_classes)
+    step = blob.get("global_step") if isinstance(blob, dict) else None
+    return LoadedModel(net.eval(), diffusion, config, ckpt_path, num_classes,
+                       int(step) if isinstance(step, int) else None)
 
 
 def load_classifier(

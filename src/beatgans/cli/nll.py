@@ -71,7 +71,8 @@ def evaluate_nll(cfg: DictConfig) -> dict:
             count += len(x)
     # canonical keys (docs/metrics.md): total_bpd is `bpd`, the same name training's validation estimate reports
     metrics = {"bpd" if k == "total_bpd" else k: v / count for k, v in totals.items()}
-    metrics.update({"nll_images": count, "nll_split": cfg.split, "nll_ckpt": str(loaded.ckpt_path)})
+    metrics.update({"nll_images": count, "nll_split": cfg.split, "nll_ckpt": str(loaded.ckpt_path),
+                    "ckpt_step": loaded.global_step})
     return metrics
 
 

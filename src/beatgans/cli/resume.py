@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from beatgans.utils.errors import UserError
 from beatgans.utils.logging import get_logger
+from beatgans.utils.nested import flatten
 
 log = get_logger(__name__)
 
@@ -72,16 +72,6 @@ def comparable_config(cfg: DictConfig) -> dict:
         cfg.paths = {k: f"<paths.{k}>" for k in cfg.paths}
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     return {k: v for k, v in flat.items() if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)}
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> {"a.b.c": leaf}; lists stay leaves."""
-    if not isinstance(node, dict) or not node:
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for k, v in node.items():
-        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:

@@ -153,7 +153,7 @@ def generate(cfg: DictConfig, rank: int = 0, world: int = 1) -> tuple[np.ndarray
     info = {"num_samples": cfg.num_samples, "sampler": sampler.pop("name"), **sampler, "nfe": nfe, "seed": cfg.seed,
             "guidance": OmegaConf.to_container(cfg.guidance),
             "run": str(Path(cfg.run).absolute()) if cfg.run else None, "ckpt": str(loaded.ckpt_path),
-            "use_ema": cfg.use_ema, "precision": cfg.precision,
+            "ckpt_step": loaded.global_step, "use_ema": cfg.use_ema, "precision": cfg.precision,
             "compile": cfg.compile, "channels_last": cfg.channels_last,
             "sampling_seconds": round(elapsed, 3), "images_per_second": round(len(idx) / max(elapsed, 1e-9), 3)}
     if latent and latent.prompts:

@@ -100,7 +100,7 @@ def log_config_once(loggers: list, cfg: DictConfig, run_dir: Path, module, datam
     stop Lightning from logging the module's and datamodule's hyperparameters a second time beside it."""
     from omegaconf import OmegaConf
 
-    from beatgans.cli.resume import flatten
+    from beatgans.utils.nested import flatten
 
     if not loggers:
         return
