@@ -17,14 +17,9 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline} P
 # 8 px digits and a two-level net keep the whole experiment at CPU-minutes.
 SMALL=(data.image_size=8 "net.channel_mult=[1,2]" "net.attention_resolutions=[4]")
 # No wall-clock cap (the digits/ddpm demo has one): both models get exactly $STEPS steps.
-COMMON=(logger=csv print_config=false trainer.enable_progress_bar=false ++trainer.max_time=null)
+COMMON=("${SMALL[@]}" logger=csv print_config=false trainer.enable_progress_bar=false ++trainer.max_time=null)
 
-# A run that already finished (metrics.json written) is kept, so an interrupted script can be re-run.
-train() {
-  local dir=$1; shift
-  [ -f "$OUT/$dir/metrics.json" ] && { echo "keeping $OUT/$dir"; return; }
-  "$PY" -m beatgans.cli.train "$@" "${SMALL[@]}" "${COMMON[@]}" hydra.run.dir="$OUT/$dir"
-}
+source experiments/common.sh  # train <name> <overrides...>: skips a run that already finished
 train uncond experiment=digits/ddpm_uncond trainer.max_steps="$STEPS" callbacks.sample_grid.every_n_steps=0
 train cond experiment=digits/ddpm trainer.max_steps="$STEPS" callbacks.sample_grid.every_n_steps=0
 train classifier experiment=digits/classifier trainer.max_steps="$CLF_STEPS"

@@ -19,11 +19,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline} P
 COMMON=(logger=csv print_config=false trainer.enable_progress_bar=false callbacks.sample_grid.every_n_steps=0)
 [ -f "$BASE/metrics.json" ] || { echo "Error: $BASE has no finished run; run experiments/nfe_digits/sweep.sh train first."; exit 2; }
 
-train() {
-  local dir=$1; shift
-  [ -f "$OUT/$dir/metrics.json" ] && { echo "keeping $OUT/$dir"; return; }
-  "$PY" -m beatgans.cli.train "$@" "${COMMON[@]}" hydra.run.dir="$OUT/$dir"
-}
+source experiments/common.sh  # train <name> <overrides...>: skips a run that already finished
 seconds() { "$PY" -c "import json,sys; print(int(json.load(open(sys.argv[1]))['train_seconds']))" "$1/metrics.json"; }
 
 train ups16 experiment=digits/upsampler trainer.max_steps="$UPS_STEPS" ++trainer.max_time=null

@@ -19,12 +19,7 @@ COMMON=(logger=csv print_config=false trainer.enable_progress_bar=false trainer.
         callbacks.sample_grid.every_n_steps=0)
 minutes() { printf "00:00:%02d:00" "$1"; }
 
-# A run that already finished (metrics.json written) is kept, so an interrupted script can be re-run.
-train() {
-  local dir=$1; shift
-  [ -f "$OUT/$dir/metrics.json" ] && { echo "keeping $OUT/$dir"; return; }
-  "$PY" -m beatgans.cli.train "$@" "${COMMON[@]}" hydra.run.dir="$OUT/$dir"
-}
+source experiments/common.sh  # train <name> <overrides...>: skips a run that already finished
 train ae experiment=digits/autoencoder trainer.max_time="$(minutes "$AE_MIN")" \
     callbacks.sample_grid.every_n_steps=0
 train ldm experiment=digits/ldm_text first_stage=autoencoder first_stage.run="$OUT/ae" \

@@ -21,14 +21,9 @@ MODELS=${MODELS:-"cond clf cfg"} # which of the three to sample (cond and cfg ne
 PHASE=${1:-all}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline} PYTHONPATH=${PYTHONPATH:-src}
 SMALL=(data.image_size=8 "net.channel_mult=[1,2]" "net.attention_resolutions=[4]")
-COMMON=(logger=csv print_config=false trainer.enable_progress_bar=false ++trainer.max_time=null)
+COMMON=("${SMALL[@]}" logger=csv print_config=false trainer.enable_progress_bar=false ++trainer.max_time=null)
 
-# A run that already finished (metrics.json written) is kept, so an interrupted script can be re-run.
-train() {
-  local dir=$1; shift
-  [ -f "$OUT/$dir/metrics.json" ] && { echo "keeping $OUT/$dir"; return; }
-  "$PY" -m beatgans.cli.train "$@" "${SMALL[@]}" "${COMMON[@]}" hydra.run.dir="$OUT/$dir"
-}
+source experiments/common.sh  # train <name> <overrides...>: skips a run that already finished
 if [ "$PHASE" != sample ]; then
   # One class-conditional net trained with label dropout serves as "conditional" (guidance=none, the
   # conditional output) and as "CFG" (guidance=cfg); it is also the 8 px base of experiments/cascade_digits.
