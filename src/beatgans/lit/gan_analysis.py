@@ -20,6 +20,7 @@ import lightning as L
 import torch
 
 from beatgans.gan import discriminator_field, mode_coverage
+from beatgans.lit.callbacks import log_image
 
 EVAL_SEED = 12345  # latents of every toy metric
 
@@ -78,9 +79,7 @@ class GANAnalysis(L.Callback):
         scatter_png(path, {"G": raw, "EMA G": ema}, self.eval_modes, title=title,
                     field=lambda pts: discriminator_field(module.discriminator, pts),
                     field_label="sigmoid D(x, t=0)")
-        for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
-                logger.log_image(key="samples/scatter", images=[str(path)], step=trainer.global_step)
+        log_image(trainer, "samples/scatter", path, trainer.global_step)
         return path
 
     def final_metrics(self, module) -> dict[str, float]:
