@@ -125,14 +125,13 @@ def test_rescaled_timesteps_reach_the_network(spacing):
     assert d.respace("10").rescale_timesteps and not create_diffusion("cosine", 4000).rescale_timesteps
 
 
-@pytest.mark.parametrize("loss_type,var_type", [("hybrid", "learned_range"), ("mse", "fixed_large"),
-                                                ("rescaled_kl", "learned_range")])
-@pytest.mark.parametrize("spacing", [None, "90,60,60,20,20"])
-def test_rescaled_training_losses_match_oracle(loss_type, var_type, spacing):
-    ours, oracle = pair("cosine", 4000, "eps", var_type, loss_type, spacing=spacing, rescale_timesteps=True)
+def _losses_and_grads_match(ours, oracle, var_type, seed):
+    """Ours vs the oracle's training_losses on one batch of 8-bit-level images: every returned term within
+    F32_TOL and every parameter gradient of the loss within 1e-4 (relative). Returns (net, x0, t, kwargs,
+    noise, our losses, oracle losses)."""
     net = TinyNet(C, 2 * C if var_type == "learned_range" else C, num_classes=3)
-    x0, noise, t = _batch(ours.num_timesteps, seed=5)
-    x0 = (x0 * 127.5).round() / 127.5
+    x0, noise, t = _batch(ours.num_timesteps, seed=seed)
+    x0 = (x0 * 127.5).round() / 127.5  # 8-bit levels, as the decoder likelihood assumes
     kwargs = {"y": torch.tensor([2, 1, 0, 3, 1])}
     a = ours.training_losses(net, x0, t, model_kwargs=kwargs, noise=noise)
     grads_a = torch.autograd.grad(a["loss"].sum(), list(net.parameters()))
@@ -142,6 +141,15 @@ def test_rescaled_training_losses_match_oracle(loss_type, var_type, spacing):
         assert max_abs(a[key], b[key]) <= F32_TOL, key
     for ga, gb in zip(grads_a, grads_b):
         assert max_abs(ga, gb) <= 1e-4 * max(1.0, float(gb.abs().max()))
+    return net, x0, t, kwargs, noise, a, b
+
+
+@pytest.mark.parametrize("loss_type,var_type", [("hybrid", "learned_range"), ("mse", "fixed_large"),
+                                                ("rescaled_kl", "learned_range")])
+@pytest.mark.parametrize("spacing", [None, "90,60,60,20,20"])
+def test_rescaled_training_losses_match_oracle(loss_type, var_type, spacing):
+    ours, oracle = pair("cosine", 4000, "eps", var_type, loss_type, spacing=spacing, rescale_timesteps=True)
+    net, x0, t, kwargs, noise, a, _ = _losses_and_grads_match(ours, oracle, var_type, seed=5)
     # the rescaling matters: unscaled timesteps give a different loss for this t-dependent net
     plain, _ = pair("cosine", 4000, "eps", var_type, loss_type, spacing=spacing)
     assert float(
@@ -158,18 +166,7 @@ LOSS_CASES = [("mse", "fixed_small", "eps"), ("mse", "fixed_large", "x0"), ("mse
 @pytest.mark.parametrize("spacing", [None, "90,60,60,20,20"])
 def test_training_losses_and_gradients_match_oracle(loss_type, var_type, mean_type, spacing):
     ours, oracle = pair("linear", 1000, mean_type, var_type, loss_type, spacing=spacing)
-    net = TinyNet(C, 2 * C if var_type == "learned_range" else C, num_classes=3)
-    x0, noise, t = _batch(ours.num_timesteps, seed=3)
-    x0 = (x0 * 127.5).round() / 127.5  # 8-bit levels, as the decoder likelihood assumes
-    kwargs = {"y": torch.tensor([2, 1, 0, 3, 1])}
-    a = ours.training_losses(net, x0, t, model_kwargs=kwargs, noise=noise)
-    grads_a = torch.autograd.grad(a["loss"].sum(), list(net.parameters()))
-    b = oracle.training_losses(net, x0, t, model_kwargs=kwargs, noise=noise)
-    grads_b = torch.autograd.grad(b["loss"].sum(), list(net.parameters()))
-    for key in b:
-        assert max_abs(a[key], b[key]) <= F32_TOL, key
-    for ga, gb in zip(grads_a, grads_b):
-        assert max_abs(ga, gb) <= 1e-4 * max(1.0, float(gb.abs().max()))
+    _, _, _, _, _, a, b = _losses_and_grads_match(ours, oracle, var_type, seed=3)
     assert set(b) <= set(a) and a["loss"].shape == (5,)
 
 
