@@ -55,6 +55,16 @@ def compose(config_name: str, overrides: list[str], output_dir: Path | None = No
         return hydra_compose(config_name=config_name, overrides=list(overrides) + extra)
 
 
+def train_tiny_run(out: Path, steps: int = 2) -> Path:
+    """Train the TINY_TRAIN setting for `steps` optimizer steps into `out` (no end-of-training grid) and return
+    it: a finished run directory to sample from (module-scoped fixtures call this)."""
+    from beatgans.cli.train import train
+
+    train(compose("train", TINY_TRAIN + [f"trainer.max_steps={steps}", "callbacks.sample_grid.on_train_end=false"],
+                  output_dir=out))
+    return out
+
+
 @pytest.fixture
 def tiny_train_cfg(tmp_path):
     def make(*overrides: str, out: Path | None = None):

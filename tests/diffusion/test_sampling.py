@@ -63,13 +63,9 @@ def test_ode_samples_do_not_depend_on_batch_composition(sampler, order):
 # ---------------------------------------------------------------- beatgans-sample end to end
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from beatgans.cli.train import train
-    from tests.conftest import TINY_TRAIN, compose
+    from tests.conftest import train_tiny_run
 
-    out = tmp_path_factory.mktemp("tiny_run")
-    train(compose("train", TINY_TRAIN + ["trainer.max_steps=2", "callbacks.sample_grid.on_train_end=false"],
-                  output_dir=out))
-    return out
+    return train_tiny_run(tmp_path_factory.mktemp("tiny_run"), steps=2)
 
 
 def test_beatgans_sample_with_dpm_solver_records_nfe_and_options(tiny_run, tmp_path):

@@ -7,19 +7,12 @@ import numpy as np
 import pytest
 
 from beatgans.cli.sample import generate, merge_shards, sample
-from beatgans.cli.train import train
-from tests.conftest import compose
+from tests.conftest import compose, train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from tests.conftest import TINY_TRAIN
-
-    out = tmp_path_factory.mktemp("tiny_run")
-    cfg = compose("train", TINY_TRAIN + ["trainer.max_steps=2", "callbacks.sample_grid.on_train_end=false"],
-                  output_dir=out)
-    train(cfg)
-    return out
+    return train_tiny_run(tmp_path_factory.mktemp("tiny_run"), steps=2)
 
 
 def _sample_cfg(run, out, *extra):

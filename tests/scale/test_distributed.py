@@ -14,16 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from beatgans.cli.train import train
-from tests.conftest import REPO, TINY_TRAIN, compose
+from tests.conftest import REPO, train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_run")
-    train(compose("train", TINY_TRAIN + ["trainer.max_steps=1", "callbacks.sample_grid.on_train_end=false"],
-                  output_dir=out))
-    return out
+    return train_tiny_run(tmp_path_factory.mktemp("tiny_run"), steps=1)
 
 
 def _free_port() -> int:
