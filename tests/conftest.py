@@ -55,6 +55,16 @@ def compose(config_name: str, overrides: list[str], output_dir: Path | None = No
         return hydra_compose(config_name=config_name, overrides=list(overrides) + extra)
 
 
+def perturb_weights(net: torch.nn.Module, scale: float, seed: int = 0) -> torch.nn.Module:
+    """Add seeded N(0, scale^2) noise to every parameter of `net` (in place; returned), so zero-initialised
+    layers are non-zero and an output depends on every weight."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return net
+
+
 def train_tiny_run(out: Path, steps: int = 2) -> Path:
     """Train the TINY_TRAIN setting for `steps` optimizer steps into `out` (no end-of-training grid) and return
     it: a finished run directory to sample from (module-scoped fixtures call this)."""

@@ -7,16 +7,13 @@ import numpy as np
 import torch
 
 from beatgans.diffusion import PerSampleNoise
+from tests.conftest import perturb_weights
 
 
 def perturbed(model: torch.nn.Module) -> torch.nn.Module:
-    """`model` with seeded noise (std 0.03) added to every weight, so no zero-initialised layer hides a
+    """`model` with seeded noise (std 0.03, seed 1) added to every weight, so no zero-initialised layer hides a
     difference; returned in eval mode."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.03)
-    return model.eval()
+    return perturb_weights(model, 0.03, seed=1).eval()
 
 
 def oracle_samples_uint8(model, schedule: str, num_timesteps: int, steps: str, sampler: str, seeds: list[int],

@@ -18,30 +18,22 @@ from beatgans.lit.diffusion_module import DiffusionModule
 from beatgans.nets import UNet
 from beatgans.nets.conditioning import ClassTokenEncoder, TextTransformerEncoder, WordTokenizer
 from beatgans.nets.first_stage import IdentityFirstStage
-from tests.conftest import TINY_TRAIN, compose
+from tests.conftest import TINY_TRAIN, compose, perturb_weights
 
 NET = dict(image_size=8, in_channels=1, model_channels=32, channel_mult=[1, 2], num_res_blocks=1,
            attention_resolutions=[4], num_head_channels=16)
 
 
-def _perturbed(net, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return net.eval()
-
-
 def _text_encoder():
     torch.manual_seed(0)
     tok = WordTokenizer.from_texts(["a handwritten seven", "the digit 3", "number one"], max_length=6)
-    return _perturbed(TextTransformerEncoder(tok, context_dim=16, depth=1, heads=2), seed=5)
+    return perturb_weights(TextTransformerEncoder(tok, context_dim=16, depth=1, heads=2), 0.05, seed=5).eval()
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_latent_sampling_is_bit_equal_to_pixel_sampling_with_the_identity_first_stage(sampler):
     torch.manual_seed(0)
-    net = _perturbed(UNet(**NET, num_classes=3))
+    net = perturb_weights(UNet(**NET, num_classes=3), 0.05).eval()
     diffusion = create_diffusion(num_timesteps=40)
     labels = torch.tensor([0, 2, 1, 2])
     for batch_size in (4, 1):
@@ -54,8 +46,8 @@ def test_latent_sampling_is_bit_equal_to_pixel_sampling_with_the_identity_first_
 
 def test_context_sampling_feeds_the_encoded_condition():
     torch.manual_seed(0)
-    net = _perturbed(UNet(**NET, context_dim=16))
-    enc = _perturbed(ClassTokenEncoder(3, 16), seed=2)
+    net = perturb_weights(UNet(**NET, context_dim=16), 0.05).eval()
+    enc = perturb_weights(ClassTokenEncoder(3, 16), 0.05, seed=2).eval()
     diffusion = create_diffusion(num_timesteps=40)
     labels = torch.tensor([0, 2, 1])
     context, mask = enc(labels)
@@ -80,7 +72,7 @@ class _Spy(torch.nn.Module):
 
 def test_classifier_free_guidance_with_prompts():
     torch.manual_seed(0)
-    net = _perturbed(UNet(**NET, context_dim=16))
+    net = perturb_weights(UNet(**NET, context_dim=16), 0.05).eval()
     enc = _text_encoder()
     prompts = ["a handwritten seven", "the digit 3"]
     context, mask = enc(prompts)

@@ -12,18 +12,12 @@ import pytest
 import torch
 
 from beatgans.nets import CheckpointMismatchError, EncoderClassifier, UNet, load_openai_checkpoint, to_openai_state_dict
+from tests.conftest import perturb_weights
 
 gd_unet = pytest.importorskip("guided_diffusion.unet")
 gd_script = pytest.importorskip("guided_diffusion.script_util")
 
 TOL = 1e-5
-
-
-def _perturb(net: torch.nn.Module, seed: int = 0, scale: float = 0.03) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
 def _batch(b, s, num_classes, seed=1):
@@ -76,7 +70,7 @@ def test_unet_equals_oracle(name):
     kw = {**ADM, **PUBLISHED[name]}
     torch.manual_seed(0)
     oracle = _oracle_unet(kw)
-    _perturb(oracle)
+    perturb_weights(oracle, 0.03)
     ours = UNet(**kw)
     load_openai_checkpoint(ours, oracle.state_dict())
     oracle.eval(), ours.eval()
@@ -101,7 +95,7 @@ def test_create_model_imagenet64_layout_from_a_file(tmp_path):
         64, 64, 3, learn_sigma=True, class_cond=True, attention_resolutions="32,16,8", num_head_channels=64,
         use_scale_shift_norm=True, resblock_updown=True, use_new_attention_order=True, dropout=0.1,
     )
-    _perturb(oracle)
+    perturb_weights(oracle, 0.03)
     path = tmp_path / "64x64_diffusion.pt"
     torch.save(oracle.state_dict(), path)
     ours = UNet(64, 3, 64, 3, [32, 16, 8], dropout=0.1, num_classes=1000, learn_sigma=True,
@@ -117,7 +111,7 @@ def test_wrong_attention_order_loads_but_differs():
     """Both orders share a key layout, so only the outputs reveal a wrong flag."""
     kw = {**ADM, **PUBLISHED["imagenet128_cond"]}
     oracle = _oracle_unet(kw)
-    _perturb(oracle)
+    perturb_weights(oracle, 0.03)
     ours = UNet(**{**kw, "use_new_attention_order": True})
     load_openai_checkpoint(ours, oracle.state_dict())
     x, t, y = _batch(2, 32, 1000)
@@ -173,7 +167,7 @@ def test_classifier_equals_oracle(name, pool):
               use_scale_shift_norm=True, resblock_updown=True, **CLASSIFIERS[name])
     torch.manual_seed(0)
     oracle = _oracle_classifier(kw, pool)
-    _perturb(oracle)
+    perturb_weights(oracle, 0.03)
     ours = EncoderClassifier(**kw, pool=pool)
     load_openai_checkpoint(ours, oracle.state_dict())
     oracle.eval(), ours.eval()
@@ -193,7 +187,7 @@ def test_create_classifier_released_flags():
     """script_util.create_classifier (64 ch/head, 1000 classes) at 64x64 with width 64, depth 1."""
     torch.manual_seed(0)
     oracle = gd_script.create_classifier(64, False, 64, 1, "32,16,8", True, True, "attention")
-    _perturb(oracle)
+    perturb_weights(oracle, 0.03)
     ours = EncoderClassifier(64, 3, 64, 1000, 1, [32, 16, 8])
     load_openai_checkpoint(ours, oracle.state_dict())
     x, t, _ = _batch(2, 64, None)
@@ -220,7 +214,7 @@ def test_improved_diffusion_net_configs_equal_oracle_with_rescaled_timesteps(nam
         attention_resolutions=(size // 16, size // 8), dropout=0.0,
         channel_mult=(1, 2, 2, 2) if size == 32 else (1, 2, 3, 4), num_classes=classes, num_heads=4,
         use_scale_shift_norm=True)
-    _perturb(oracle)
+    perturb_weights(oracle, 0.03)
     load_openai_checkpoint(ours, oracle.state_dict())
     oracle.eval(), ours.eval()
     x, t, y = _batch(3, size, classes)

@@ -19,6 +19,7 @@ from beatgans.nets import (
     load_openai_checkpoint,
     to_openai_state_dict,
 )
+from tests.conftest import perturb_weights
 
 TOL = 1e-5
 
@@ -30,13 +31,6 @@ LAYOUTS = {
 }
 COMMON = dict(image_size=64, in_channels=3, num_res_blocks=2, channel_mult=[1, 1, 2, 2, 4, 4], learn_sigma=True,
               num_classes=1000, use_scale_shift_norm=True, resblock_updown=True, dropout=0.0)
-
-
-def _perturb(net: torch.nn.Module, seed: int = 0, scale: float = 0.03) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
 def _inputs(b=2, c=3, size=64, low=16, classes=1000, seed=1):
@@ -66,7 +60,7 @@ def test_superres_equals_oracle_both_layouts(layout):
     kw = {**COMMON, **LAYOUTS[layout]}
     torch.manual_seed(0)
     oracle = _oracle(kw)
-    _perturb(oracle)
+    perturb_weights(oracle, 0.03)
     ours = SuperResUNet(**kw, low_res_size=16)
     load_openai_checkpoint(ours, oracle.state_dict())
     oracle.eval(), ours.eval()
@@ -123,7 +117,7 @@ def _small(**kw):
     base = dict(image_size=16, in_channels=1, model_channels=32, num_res_blocks=1, attention_resolutions=[8],
                 channel_mult=[1, 2], low_res_size=8)
     net = SuperResUNet(**{**base, **kw})
-    _perturb(net, scale=0.05)
+    perturb_weights(net, 0.05)
     return net.eval()
 
 

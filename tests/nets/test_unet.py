@@ -16,17 +16,10 @@ from beatgans.nets.layers import (
     upsample2x,
     upsample2x_conv3x3,
 )
+from tests.conftest import perturb_weights
 
 BASE = dict(image_size=16, in_channels=3, model_channels=32, num_res_blocks=1,
             attention_resolutions=[8], channel_mult=[1, 2])
-
-
-def _perturb(net: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> None:
-    """Make zero-initialised layers non-zero so outputs depend on every parameter."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
 def _inputs(b=2, c=3, s=16, seed=0):
@@ -62,7 +55,7 @@ def test_output_shape_for_every_knob(knobs):
     assert out.shape == (2, expected, 16, 16)
     # zero-initialised final conv: a fresh net predicts exactly 0
     assert torch.count_nonzero(out) == 0
-    _perturb(net)
+    perturb_weights(net, 0.05)
     out = net(x, t)
     out.square().mean().backward()
     assert torch.isfinite(out).all() and out.abs().max() > 0
@@ -89,7 +82,7 @@ def test_residual_rescale_divides_residual_sums_by_sqrt2():
     for make in (lambda r: ResBlock(32, 64, out_channels=64, residual_rescale=r),
                  lambda r: AttentionBlock(32, num_heads=2, residual_rescale=r)):
         plain, rescaled = make(False), make(True)
-        _perturb(plain)
+        perturb_weights(plain, 0.05)
         rescaled.load_state_dict(plain.state_dict())
         args = (x, emb) if isinstance(plain, ResBlock) else (x,)
         torch.testing.assert_close(rescaled(*args), plain(*args) / 2**0.5, atol=1e-6, rtol=1e-6)
@@ -98,7 +91,7 @@ def test_residual_rescale_divides_residual_sums_by_sqrt2():
 def test_class_conditioning_and_null_row():
     net = UNet(**BASE, num_classes=10, null_class=True)
     assert net.class_embed.weight.shape == (11, 128)
-    _perturb(net)
+    perturb_weights(net, 0.05)
     x, t = _inputs()
     out_a = net(x, t, torch.tensor([0, 10]))      # 10 = the CFG null label
     out_b = net(x, t, torch.tensor([3, 10]))
@@ -132,7 +125,7 @@ def test_gradient_checkpointing_gives_identical_gradients():
     torch.manual_seed(0)
     plain = UNet(**BASE, dropout=0.2, num_classes=4)
     ckpt = UNet(**BASE, dropout=0.2, num_classes=4, use_checkpoint=True)
-    _perturb(plain)
+    perturb_weights(plain, 0.05)
     ckpt.load_state_dict(plain.state_dict())
     x, t = _inputs()
     y = torch.tensor([1, 3])
@@ -160,7 +153,7 @@ def test_groupnorm_runs_in_fp32_under_bf16_autocast():
 
 def test_unet_under_bf16_autocast_close_to_fp32():
     net = UNet(**BASE, num_classes=3, learn_sigma=True)
-    _perturb(net)
+    perturb_weights(net, 0.05)
     x, t = _inputs()
     y = torch.tensor([0, 2])
     ref = net(x, t, y)
@@ -174,7 +167,7 @@ def test_unet_under_bf16_autocast_close_to_fp32():
 @pytest.mark.parametrize("updown,new_order", list(itertools.product([False, True], [False, True])))
 def test_channels_last_matches_contiguous(updown, new_order):
     net = UNet(**BASE, resblock_updown=updown, use_new_attention_order=new_order, num_heads=2)
-    _perturb(net)
+    perturb_weights(net, 0.05)
     x, t = _inputs()
     ref = net(x, t)
     ref.square().mean().backward()
@@ -190,7 +183,7 @@ def test_channels_last_matches_contiguous(updown, new_order):
 
 def test_eval_mode_is_deterministic_with_dropout():
     net = UNet(**BASE, dropout=0.5)
-    _perturb(net)
+    perturb_weights(net, 0.05)
     x, t = _inputs()
     net.eval()
     assert torch.equal(net(x, t), net(x, t))
